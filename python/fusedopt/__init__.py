@@ -1,0 +1,16 @@
+"""fusedopt: fused multi-tensor optimizers for PyTorch.
+
+The whole optimizer step — AMP unscale and inf/nan check, global-norm clipping, the update,
+decoupled decay and optional telemetry — runs as one pass over memory (plus one norm pass when a
+global norm is needed) in CUDA C++, Triton or vectorized C++, checked against one pure-PyTorch
+reference (:mod:`fusedopt.reference`).
+"""
+from . import amp, backends, reference
+from .backends import available_backends
+from .optim import (IANSGD, NSGD, Adagrad, Adam, AdamD, AdamL, AdamW, ClipSGD, FusedOptimizer,
+                    NSGDm)
+
+__version__ = "0.1.0"
+
+__all__ = ["Adam", "AdamW", "AdamD", "AdamL", "Adagrad", "IANSGD", "NSGD", "NSGDm", "ClipSGD",
+           "FusedOptimizer", "amp", "backends", "reference", "available_backends", "__version__"]

@@ -1,0 +1,116 @@
+"""Backends: each one implements the same kernel contract; the optimizer picks one per device.
+
+Kernel contract
+===============
+A backend is a module that defines ``NAME``, ``availability() -> (bool, reason)``,
+``supports(device) -> bool`` and these functions. All of them mutate in place, return None,
+never read a device value on the host (no ``.item()``), and write or accumulate only the slots of
+the fp64 ``stats`` tensor named below (layout: :mod:`fusedopt._stats`).
+
+``grad_prologue_(grads, stats, *, region, grad_scale, found_inf, max_norm, compute_norm)``
+    The norm pass of ALGORITHMS.md §1 over ``grads`` (any mix of fp32/bf16/fp16/fp64, in list
+    order), writing the five slots of the prologue region ``region`` (Note [prologue region]).
+    ``grad_scale``/``found_inf``: 0-d fp32 tensors or None. ``max_norm``: float or None.
+    ``compute_norm=False``: no pass over memory, only ``coef = 1/grad_scale``, found_inf copied.
+    The sum of squares is deterministic: fixed chunk partials combined in a fixed order.
+
+``adam_step_(b, stats, *, lr, hp, use_prologue, use_abc, telemetry)``
+    Adam family update (:mod:`fusedopt.reference.adam_family`) of bucket ``b``; ``hp`` is an
+    :class:`~fusedopt.reference.adam_family.AdamHyper`; ``lr`` a float or a 0-d fp32/fp64
+    tensor on the device. States: ``exp_avg`` (absent for rmsprop), ``exp_avg_sq``,
+    ``max_exp_avg_sq`` (amsgrad).
+
+``adagrad_step_(b, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry)``
+    Coordinate-wise Adagrad (:mod:`fusedopt.reference.adagrad`). State: ``sum``.
+
+``sgd_step_(b, stats, *, direction, use_prologue, telemetry)``
+    ``p <- p - stats[SCALE] * d`` with ``d`` the grad (``direction="grad"``, times COEF after a
+    prologue) or the ``momentum_buffer`` state (``direction="momentum"``).
+
+``momentum_step_(b, stats, *, rho, use_prologue)``
+    NSGDm's ``m <- m (1 - rho) + (coef g) rho``, adding ``sum(m_new^2)`` to
+    ``stats[MOMENTUM_SQ]``. Does not advance the step counts.
+
+Common rules of the update functions:
+
+* ``use_prologue``: ``stats[COEF]`` multiplies every grad and a non-zero ``stats[FOUND_INF]``
+  skips the whole call (params, states, steps unchanged). Without it: coef 1, no skip.
+* ``adam_step_``, ``adagrad_step_`` and ``sgd_step_`` first compute ``t = step + 1`` for each
+  tensor, use it, and store it back unless the step is skipped.
+* ``use_abc``: AdamL's ``a, b, c`` are read from ``stats[ABC:ABC+3]`` (else ``0, eps, 1``).
+* master weights: when ``b.masters`` is given the update reads and writes the fp32 master and
+  stores ``param = master`` rounded to the param dtype (round-to-nearest-even).
+* ``telemetry``: add ``sum((p_new - p_old)^2)``, ``sum(p_new^2)`` (opmath values, on the master
+  when there is one) and ``sum((coef g)^2)`` to ``UPDATE_SQ``, ``PARAM_SQ``, ``STEP_GRAD_SQ``.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+from .bucket import Bucket
+
+#: Every backend fusedopt knows, in the order "auto" prefers them for a device type.
+BACKENDS = ("cuda", "triton", "cpu", "reference")
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+
+
+class BackendNotAvailable(RuntimeError):
+    """The requested backend was not built or cannot run here (the message says why)."""
+
+
+def load(name: str) -> ModuleType:
+    """Import the backend module ``name`` (no availability check)."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+    return importlib.import_module(f"{__name__}.{name}_backend")
+
+
+def availability(name: str) -> tuple[bool, str]:
+    """(available, reason) for backend ``name`` on this machine."""
+    try:
+        mod = load(name)
+    except ImportError as exc:  # a backend whose module cannot even import
+        return False, f"cannot import: {exc}"
+    return mod.availability()
+
+
+def resolve(name: str, device: torch.device) -> ModuleType:
+    """The backend module to run on ``device``: ``name`` itself, or the first usable for "auto".
+
+    Raises :class:`BackendNotAvailable` with the reason when an explicit backend cannot run.
+    """
+    device = torch.device(device)
+    if name == "auto":
+        for candidate in _AUTO_ORDER.get(device.type, ("reference",)):
+            ok, _ = availability(candidate)
+            if ok and load(candidate).supports(device):
+                return load(candidate)
+        return load("reference")
+    mod = load(name)
+    ok, reason = mod.availability()
+    if not ok:
+        raise BackendNotAvailable(f"fusedopt backend {name!r} is not available: {reason}")
+    if not mod.supports(device):
+        raise BackendNotAvailable(
+            f"fusedopt backend {name!r} cannot run on {device.type} tensors"
+            + (" (set TRITON_INTERPRET=1 to run Triton on the CPU)" if name == "triton" else "")
+        )
+    return mod
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Names of the backends that can run on ``device`` here, best first."""
+    device = torch.device(device)
+    out = []
+    for name in BACKENDS:
+        ok, _ = availability(name)
+        if ok and load(name).supports(device):
+            out.append(name)
+    return out
+
+
+__all__ = ["BACKENDS", "Bucket", "BackendNotAvailable", "availability", "available_backends",
+           "load", "resolve"]

@@ -1,0 +1,165 @@
+"""The ``reference`` backend: the kernel contract run tensor by tensor with the reference math.
+
+It is the executable specification behind ``backend="reference"`` and the oracle of the tests
+(run in float64 it is the ground truth; run in the storage precision it is the "naive
+same-precision" baseline of the error budget). Slow by design; clear by design.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _stats as S
+from ..reference.adagrad import adagrad_clr, adagrad_update
+from ..reference.adam_family import AdamHyper, adam_family_update, adam_step_scalars
+from ..reference.prologue import opmath_dtype, prologue
+from ..reference.sgd_family import momentum_update, scaled_sgd_update
+from .bucket import Bucket
+
+NAME = "reference"
+
+
+def availability() -> tuple[bool, str]:
+    return True, "pure PyTorch, always available"
+
+
+def supports(device: torch.device) -> bool:
+    return True
+
+
+def grad_prologue_(grads, stats, *, region, grad_scale, found_inf, max_norm, compute_norm):
+    r = prologue(grads, grad_scale=grad_scale, found_inf=found_inf, max_norm=max_norm,
+                 compute_norm=compute_norm, device=stats.device)
+    values = torch.stack([r.sq, r.norm, r.found_inf.to(torch.float64), r.clip_coef, r.coef])
+    stats[region:region + 5].copy_(values)
+
+
+class _Pass:
+    """What every update call shares: skip flag, coef, telemetry sums, step advance."""
+
+    def __init__(self, stats: Tensor, use_prologue: bool, telemetry: bool):
+        self.stats = stats
+        self.coef = stats[S.COEF] if use_prologue else None
+        self.skip = (stats[S.FOUND_INF] != 0) if use_prologue else None
+        self.telemetry = telemetry
+        self.sums = torch.zeros(3, dtype=torch.float64, device=stats.device)
+
+    def commit(self, dst: Tensor, new: Tensor) -> None:
+        new = new.to(dst.dtype)
+        dst.copy_(new if self.skip is None else torch.where(self.skip, dst, new))
+
+    def next_step(self, step: Tensor) -> Tensor:
+        return step + 1
+
+    def advance(self, step: Tensor) -> None:
+        self.commit(step, step + 1)
+
+    def observe(self, old_p: Tensor, new_p: Tensor, g_eff: Tensor | None) -> None:
+        if not self.telemetry:
+            return
+        d = new_p - old_p
+        parts = [torch.sum(d * d), torch.sum(new_p * new_p)]
+        parts.append(torch.sum(g_eff * g_eff) if g_eff is not None else torch.zeros_like(parts[0]))
+        self.sums += torch.stack(parts).to(torch.float64)
+
+    def finish(self) -> None:
+        if not self.telemetry:
+            return
+        sums = self.sums if self.skip is None else torch.where(self.skip, 0.0, self.sums)
+        self.stats[S.UPDATE_SQ:S.STEP_GRAD_SQ + 1] += sums
+
+
+def _load_param(b: Bucket, i: int, op: torch.dtype) -> Tensor:
+    src = b.masters[i] if b.masters is not None else b.params[i]
+    return src.detach().to(op)
+
+
+def _store_param(b: Bucket, i: int, new: Tensor, ps: _Pass) -> None:
+    if b.masters is not None:
+        ps.commit(b.masters[i], new)
+    ps.commit(b.params[i], new)
+
+
+def _g_eff(g: Tensor, ps: _Pass) -> Tensor:
+    return g * ps.coef.to(g.dtype) if ps.coef is not None else g
+
+
+def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: bool,
+               use_abc: bool, telemetry: bool) -> None:
+    ps = _Pass(stats, use_prologue, telemetry)
+    a = bb = c = None
+    if use_abc:
+        a, bb, c = stats[S.ABC], stats[S.ABC + 1], stats[S.ABC + 2]
+    m_list = b.states.get("exp_avg")
+    vmax_list = b.states.get("max_exp_avg_sq")
+    for i in range(len(b)):
+        op = opmath_dtype(b.params[i])
+        p = _load_param(b, i, op)
+        g = b.grads[i].detach().to(op)
+        m = m_list[i].to(op) if m_list is not None else None
+        v = b.states["exp_avg_sq"][i].to(op)
+        vmax = vmax_list[i].to(op) if vmax_list is not None else None
+        t = ps.next_step(b.steps[i])
+        step_size, bc2_sqrt, decay = adam_step_scalars(t, lr, hp, c)
+        new_p, new_m, new_v, new_vmax = adam_family_update(
+            p, g, m, v, vmax, step_size=step_size, bc2_sqrt=bc2_sqrt, decay=decay, hp=hp,
+            coef=ps.coef, a=a, b=bb)
+        ps.observe(p, new_p, _g_eff(g, ps))
+        _store_param(b, i, new_p, ps)
+        if m_list is not None:
+            ps.commit(m_list[i], new_m)
+        ps.commit(b.states["exp_avg_sq"][i], new_v)
+        if vmax_list is not None:
+            ps.commit(vmax_list[i], new_vmax)
+        ps.advance(b.steps[i])
+    ps.finish()
+
+
+def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
+                  weight_decay: float, use_prologue: bool, telemetry: bool) -> None:
+    ps = _Pass(stats, use_prologue, telemetry)
+    for i in range(len(b)):
+        op = opmath_dtype(b.params[i])
+        p = _load_param(b, i, op)
+        g = b.grads[i].detach().to(op)
+        s = b.states["sum"][i].to(op)
+        clr = adagrad_clr(ps.next_step(b.steps[i]), lr, lr_decay)
+        new_p, new_s = adagrad_update(p, g, s, clr=clr, eps=eps, weight_decay=weight_decay,
+                                      coef=ps.coef)
+        ps.observe(p, new_p, _g_eff(g, ps))
+        _store_param(b, i, new_p, ps)
+        ps.commit(b.states["sum"][i], new_s)
+        ps.advance(b.steps[i])
+    ps.finish()
+
+
+def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
+              telemetry: bool) -> None:
+    ps = _Pass(stats, use_prologue, telemetry)
+    scale = stats[S.SCALE]
+    for i in range(len(b)):
+        op = opmath_dtype(b.params[i])
+        p = _load_param(b, i, op)
+        if direction == "momentum":
+            d, coef = b.states["momentum_buffer"][i].to(op), None
+        else:
+            d, coef = b.grads[i].detach().to(op), ps.coef
+        new_p = scaled_sgd_update(p, d, scale=scale, coef=coef)
+        ps.observe(p, new_p, _g_eff(b.grads[i].detach().to(op), ps))
+        _store_param(b, i, new_p, ps)
+        ps.advance(b.steps[i])
+    ps.finish()
+
+
+def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool) -> None:
+    ps = _Pass(stats, use_prologue, telemetry=False)
+    total = torch.zeros((), dtype=torch.float64, device=stats.device)
+    for i in range(len(b)):
+        op = opmath_dtype(b.params[i])
+        m_state = b.states["momentum_buffer"][i]
+        new_m = momentum_update(m_state.to(op), b.grads[i].detach().to(op), rho=rho, coef=ps.coef)
+        total = total + torch.sum(new_m * new_m).to(torch.float64)
+        ps.commit(m_state, new_m)
+    if ps.skip is not None:
+        total = torch.where(ps.skip, 0.0, total)
+    stats[S.MOMENTUM_SQ] += total
