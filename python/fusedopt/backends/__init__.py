@@ -72,8 +72,8 @@ def availability(name: str) -> tuple[bool, str]:
     """(available, reason) for backend ``name`` on this machine."""
     try:
         mod = load(name)
-    except ImportError as exc:  # a backend whose module cannot even import
-        return False, f"cannot import: {exc}"
+    except ImportError as exc:  # not part of this build, or its dependencies are missing
+        return False, f"not built in this install ({exc})"
     return mod.availability()
 
 
@@ -89,10 +89,10 @@ def resolve(name: str, device: torch.device) -> ModuleType:
             if ok and load(candidate).supports(device):
                 return load(candidate)
         return load("reference")
-    mod = load(name)
-    ok, reason = mod.availability()
+    ok, reason = availability(name)
     if not ok:
         raise BackendNotAvailable(f"fusedopt backend {name!r} is not available: {reason}")
+    mod = load(name)
     if not mod.supports(device):
         raise BackendNotAvailable(
             f"fusedopt backend {name!r} cannot run on {device.type} tensors"

@@ -12,9 +12,11 @@ One element update, in opmath (fp32; fp64 for fp64 params), in exactly this oper
     element (every scalar cast to opmath first):
         g = g * coef                                (AMP unscale and clip; only after a prologue)
         g = g + p * wd                              (coupled L2, Adam)       | p = p * decay (AdamW)
-        m = m * beta1 + g * (1 - beta1)             (rmsprop: no m; the direction is g)
-        v = v * beta2 + (g * g) * (1 - beta2)       adam, amsgrad, eadam, rmsprop
-          = v * beta2 + (d * d) * (1 - beta2), d = g - m (new m)      adabelief
+        m = lerp(m, g, w), w = 1 - beta1:           (rmsprop: no m; the direction is g)
+              m + w * (g - m)          if |w| < 0.5
+              g - (g - m) * (1 - w)    otherwise    (torch's lerp; = beta1 m + (1 - beta1) g)
+        v = v * beta2 + ((1 - beta2) * g) * g       adam, amsgrad, eadam, rmsprop
+          = v * beta2 + ((1 - beta2) * d) * d, d = g - m (new m)      adabelief
           = v - ((1 - beta2) * sign(v - g*g)) * (g*g)                 yogi
         v = v + eps                                 adabelief, eadam (stored in the state)
         v = v + a                                   AdamL only
@@ -22,8 +24,11 @@ One element update, in opmath (fp32; fp64 for fp64 params), in exactly this oper
         denom = sqrt(v) / bc2_sqrt + b              (b = eps; 0 for eadam; AdamL's b)
         p = p - (step_size * m) / denom
 
-torch.optim's order (``FusedAdamKernel.cpp``, ``_single_tensor_adam``) is followed where torch
-has the algorithm, so Adam/AdamW (incl. amsgrad) and RMSprop match torch.optim to rounding.
+torch.optim's order (``FusedAdamKernel.cpp``, ``_single_tensor_adam``: ``exp_avg.lerp_``,
+``exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)``, ``addcdiv_``) is followed where
+torch has the algorithm, so Adam/AdamW (incl. amsgrad) and RMSprop match torch.optim to
+rounding. All of it is written without fused multiply-adds (torch's vectorized lerp uses one;
+kernels are compiled with FMA contraction off so that every backend rounds the same way).
 
 EAdam's published step ``lr * sqrt(bc2) / bc1 * m / sqrt(v)`` is written here as
 ``(lr / bc1) * m / (sqrt(v) / sqrt(bc2))``: the same number in exact arithmetic.
@@ -74,6 +79,14 @@ def adam_step_scalars(step: Tensor, lr: float | Tensor, hp: AdamHyper, c: Tensor
     return step_size, bc2_sqrt, decay
 
 
+def lerp(m: Tensor, g: Tensor, w: float) -> Tensor:
+    """``m + w (g - m)``, in torch's two-branch form (exact at w = 1, accurate for large w)."""
+    wt = torch.tensor(w, dtype=m.dtype)  # rounded to opmath once, as the kernels do
+    if abs(float(wt)) < 0.5:
+        return m + wt * (g - m)
+    return g - (g - m) * (1.0 - wt)
+
+
 def adam_family_update(
     p: Tensor,
     g: Tensor,
@@ -107,16 +120,16 @@ def adam_family_update(
     if hp.variant == "rmsprop":
         direction = g
     else:
-        m = m * hp.beta1 + g * (1.0 - hp.beta1)
+        m = lerp(m, g, 1.0 - hp.beta1)
         direction = m
     if hp.variant == "adabelief":
         d = g - m
-        v = v * hp.beta2 + (d * d) * one_m_b2
+        v = v * hp.beta2 + (one_m_b2 * d) * d
     elif hp.variant == "yogi":
         g2 = g * g
         v = v - (one_m_b2 * torch.sign(v - g2)) * g2
     else:
-        v = v * hp.beta2 + (g * g) * one_m_b2
+        v = v * hp.beta2 + (one_m_b2 * g) * g
     if hp.variant in ("adabelief", "eadam"):
         v = v + hp.eps
     if a is not None:

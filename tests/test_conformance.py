@@ -1,0 +1,121 @@
+"""Every backend against the float64 reference, within the error budget (DESIGN.md §4, §6).
+
+Generated from the registry: algorithm x storage dtypes x mode x shape set, for every backend
+that can run on the CPU here (``fusedopt.available_backends("cpu")``: the native ``cpu``
+backend, and ``triton`` under ``TRITON_INTERPRET=1``). The ``reference`` backend is the oracle
+itself; it is checked against torch.optim and hand-computed examples in test_reference.py.
+GPU backends run the same checks on a CUDA device (marker ``gpu``).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+
+import fusedopt
+from fusedopt.registry import ALGORITHMS
+
+from harness import DTYPES, MODES, SHAPES, assert_within_budget, make_problem, run
+
+#: k of the error budget: a backend may be at most this many times less accurate than the
+#: reference run in the same storage precision. 2 covers a different but equally exact
+#: evaluation order (FMA vs separate multiply-add would already cost less than that).
+K = 2.0
+
+
+def _backends(device: str) -> list[str]:
+    names = [b for b in fusedopt.available_backends(device) if b != "reference"]
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        names = [b for b in names if b != "triton"]
+    return names
+
+
+CPU_BACKENDS = _backends("cpu")
+GPU_BACKENDS = _backends("cuda") if torch.cuda.is_available() else []
+
+
+def _cases():
+    """Full mode set for fp32/fp64/bf16; the dtype-only cases with the AMP+clip mode."""
+    for algo in ALGORITHMS:
+        for dt in DTYPES:
+            modes = MODES if dt in ("fp32", "bf16", "fp64") else ("plain", "clip_amp")
+            for mode in modes:
+                if not ALGORITHMS[algo].has_moments and "state" in dt:
+                    continue
+                yield algo, dt, mode
+
+
+CASES = list(_cases())
+
+
+@functools.lru_cache(maxsize=None)
+def _references(algo: str, dt: str, mode: str, shapes: str, steps: int, device: str = "cpu"):
+    info = ALGORITHMS[algo]
+    problem = make_problem(SHAPES[shapes], steps=steps, seed=hash((algo, shapes)) % 1000)
+    oracle = run(info, "reference", problem, DTYPES[dt], MODES[mode], oracle=True, device=device)
+    naive = run(info, "reference", problem, DTYPES[dt], MODES[mode], device=device)
+    return problem, oracle, naive
+
+
+def _check(backend: str, algo: str, dt: str, mode: str, shapes: str = "small", steps: int = 8,
+           device: str = "cpu") -> None:
+    info = ALGORITHMS[algo]
+    problem, oracle, naive = _references(algo, dt, mode, shapes, steps, device)
+    out = run(info, backend, problem, DTYPES[dt], MODES[mode], device=device)
+    what = f"{backend}/{algo}/{dt}/{mode}/{shapes}"
+    assert_within_budget(out, naive, oracle, k=K, param_dtype=DTYPES[dt].param,
+                         state_dtype=DTYPES[dt].state, what=what)
+    if MODES[mode].telemetry:
+        for so, sn in zip(out.stats, naive.stats):
+            for key, value in sn.items():
+                assert so[key] == pytest.approx(value, rel=1e-3, abs=1e-6), (what, key)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("algo,dt,mode", CASES)
+def test_backend_matches_reference(backend, algo, dt, mode):
+    _check(backend, algo, dt, mode)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shapes", ["odd", "many"])
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_backend_shape_sets(backend, algo, shapes):
+    _check(backend, algo, "fp32", "clip_amp", shapes=shapes, steps=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dt", ["fp32", "bf16_master", "fp64"])
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_backend_1000_steps(backend, algo, dt):
+    _check(backend, algo, dt, "clip_amp", steps=1000)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("algo,dt,mode", CASES)
+def test_gpu_backend_matches_reference(backend, algo, dt, mode):
+    _check(backend, algo, dt, mode, device="cuda")
+
+
+def test_reference_oracle_is_not_trivial():
+    """The budget must be able to fail: a 1% wrong lr is far outside it."""
+    info = ALGORITHMS["adamw"]
+    problem = make_problem(SHAPES["small"], steps=8)
+    oracle = run(info, "reference", problem, DTYPES["fp32"], MODES["plain"], oracle=True)
+    naive = run(info, "reference", problem, DTYPES["fp32"], MODES["plain"])
+    wrong = run(info, "reference", problem, DTYPES["fp32"], MODES["plain"],
+                extra={"lr": info.kwargs["lr"] * 1.01})
+    with pytest.raises(AssertionError):
+        assert_within_budget(wrong, naive, oracle, k=K, param_dtype=torch.float32,
+                             state_dtype=None)
+
+
+def test_cases_cover_every_algorithm_and_mode():
+    assert {c[0] for c in CASES} == set(ALGORITHMS)
+    assert {c[2] for c in CASES} == set(MODES)
+
+
