@@ -24,6 +24,7 @@ from torch.optim import Optimizer
 
 from .. import _stats as S
 from .. import backends
+from ..ops import Kernels
 from ..backends import Bucket
 from . import _validation as V
 
@@ -79,7 +80,7 @@ class FusedOptimizer(Optimizer):
         self._loss_scaler = None
         self._prologue_norm = False
         super().__init__(params, defaults)
-        self._backend = backends.resolve(backend, self._device)
+        self._backend = Kernels(backends.resolve(backend, self._device))
         self._stats = torch.zeros(S.NUM_SLOTS, dtype=torch.float64, device=self._device)
         self._stats[S.CLIP_COEF] = 1.0
         self._stats[S.COEF] = 1.0
@@ -231,7 +232,7 @@ class FusedOptimizer(Optimizer):
     @property
     def backend(self) -> str:
         """Name of the backend that runs the steps."""
-        return self._backend.NAME
+        return self._backend.name
 
     @property
     def last_stats(self) -> dict[str, Tensor]:
