@@ -26,6 +26,7 @@ from .. import _stats as S
 from .. import backends
 from ..ops import Kernels
 from ..backends import Bucket
+from . import _distributed as D
 from . import _validation as V
 
 
@@ -80,6 +81,8 @@ class FusedOptimizer(Optimizer):
         self._loss_scaler = None
         self._prologue_norm = False
         super().__init__(params, defaults)
+        self._dist_groups = D.shard_groups(
+            [p for g in self.param_groups for p in g["params"]], self._owner())
         self._backend = Kernels(backends.resolve(backend, self._device))
         self._stats = torch.zeros(S.NUM_SLOTS, dtype=torch.float64, device=self._device)
         self._stats[S.CLIP_COEF] = 1.0
@@ -119,13 +122,20 @@ class FusedOptimizer(Optimizer):
         for i, p in enumerate(tensors):
             label = V.param_label({"param_names": names}, i, gi)
             V.check_param(owner, p, label, device)
-            if not p.is_contiguous():
+            if not D.local(p).is_contiguous():
                 raise ValueError(f"{owner}: {label} is not contiguous")
             device = p.device
         merged = {**self.defaults, **param_group}
         self._validate_group(merged)
         super().add_param_group(param_group)
         self._device = device
+        # State is created here, not at the first step (as torch.optim.Adagrad does): a fresh
+        # optimizer then has a full state_dict, which torch.distributed.checkpoint loads into
+        # without the dummy step it would otherwise take (and AdamL/IAN-SGD could not take).
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            if p.requires_grad:
+                self._ensure_state(p, group)
 
     # ------------------------------------------------------------------ step
     def _state_dtype_for(self, p: Tensor) -> torch.dtype:
@@ -152,6 +162,20 @@ class FusedOptimizer(Optimizer):
             out.append((group, ps, gs))
         return out
 
+    def _init_global_state(self) -> dict[str, Tensor]:
+        """0-d device tensors global to the optimizer (AdamL's loss statistics, AdaGrad-Norm's
+        accumulator); empty for most algorithms (subclass)."""
+        return {}
+
+    @property
+    def _globals(self) -> dict[str, Tensor]:
+        """Note [global state]: global tensors live in every param's state under their own key,
+        all entries the same tensor object, so that the state_dict stays keyed by params only
+        (what torch.distributed.checkpoint requires) and a checkpoint restores them."""
+        if "_global_state" not in self.__dict__:
+            self._global_state = self._init_global_state()
+        return self._global_state
+
     def _ensure_state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
         if len(state) == 0:
@@ -159,6 +183,7 @@ class FusedOptimizer(Optimizer):
             state.update(self._init_param_state(p, group, self._state_dtype_for(p)))
             if self.master_weights and p.dtype in (torch.float16, torch.bfloat16):
                 state["master_param"] = p.detach().to(torch.float32).clone()
+            state.update(self._globals)
         return state
 
     def _buckets(self, gi: int, group: dict, ps: list[Tensor], gs: list[Tensor]) -> list[Bucket]:
@@ -167,7 +192,8 @@ class FusedOptimizer(Optimizer):
             state = self._ensure_state(p, group)
             master = state.get("master_param")
             streams = {k: v for k, v in state.items()
-                       if k not in ("step", "master_param") and isinstance(v, Tensor)}
+                       if k not in ("step", "master_param") and k not in self._globals
+                       and isinstance(v, Tensor)}
             sdt = next(iter(streams.values())).dtype if streams else None
             key = (p.dtype, g.dtype, sdt, master is not None)
             b = by_key.get(key)
@@ -175,13 +201,13 @@ class FusedOptimizer(Optimizer):
                 cache = self._caches.setdefault((gi,) + key, {})
                 b = by_key[key] = Bucket([], [], [], {k: [] for k in streams},
                                          [] if master is not None else None, cache)
-            b.params.append(p)
-            b.grads.append(g)
+            b.params.append(D.local(p))
+            b.grads.append(D.local(g))
             b.steps.append(state["step"])
             for k, v in streams.items():
-                b.states[k].append(v)
+                b.states[k].append(D.local(v))
             if master is not None:
-                b.masters.append(master)
+                b.masters.append(D.local(master))
         return list(by_key.values())
 
     def _amp_inputs(self) -> tuple[Tensor | None, Tensor | None, bool]:
@@ -219,14 +245,29 @@ class FusedOptimizer(Optimizer):
         if self.telemetry:
             stats[S.UPDATE_SQ:S.STEP_GRAD_SQ + 1].zero_()
         if use_prologue:
-            self._backend.grad_prologue_(
-                all_grads, stats, region=S.GRAD, grad_scale=grad_scale, found_inf=found_inf,
-                max_norm=self.max_grad_norm, compute_norm=need_norm)
+            self._prologue(all_grads, S.GRAD, grad_scale, found_inf, self.max_grad_norm,
+                           need_norm)
         elif self.telemetry:  # last_stats reports no skip and no clipping for this step
             stats[S.FOUND_INF].zero_()
             stats[S.CLIP_COEF:S.COEF + 1].fill_(1.0)
         self._prologue_norm = need_norm
         self._run_updates(groups, stats, use_prologue, loss)
+        if self.telemetry and self._dist_groups:
+            D.finish_telemetry_(stats, self._dist_groups)
+
+    def _prologue(self, grads: list[Tensor], region: int, grad_scale: Tensor | None,
+                  found_inf: Tensor | None, max_norm: float | None, compute_norm: bool) -> None:
+        """The norm pass over local grads; with sharded params its sums are made global."""
+        local = [D.local(g) for g in grads]
+        if self._dist_groups and compute_norm:
+            self._backend.grad_prologue_(local, self._stats, region=region,
+                                         grad_scale=grad_scale, found_inf=found_inf,
+                                         max_norm=None, compute_norm=True)
+            D.finish_prologue_(self._stats, region, max_norm, self._dist_groups)
+        else:
+            self._backend.grad_prologue_(local, self._stats, region=region,
+                                         grad_scale=grad_scale, found_inf=found_inf,
+                                         max_norm=max_norm, compute_norm=compute_norm)
 
     # ------------------------------------------------------------------ telemetry
     @property
@@ -290,6 +331,21 @@ class FusedOptimizer(Optimizer):
                 new_state[key] = self._import_global_state(key, value)
         self.__setstate__({"state": new_state, "param_groups": new_groups})
         self._caches.clear()
+        self._relink_globals()
+
+    def _relink_globals(self) -> None:
+        """After a load, point every param's global entries at one tensor again (Note [global
+        state]), taking the values of the first param that has them."""
+        names = list(self._globals)
+        if not names:
+            return
+        states = [st for st in self.state.values() if isinstance(st, dict) and names[0] in st]
+        if states:
+            for name in names:
+                self._globals[name].copy_(states[0][name])
+        for p, st in self.state.items():
+            if isinstance(st, dict) and st:
+                st.update(self._globals)
 
     def _import_param_state(self, p: Tensor, saved: dict[str, Any]) -> dict[str, Any]:
         sdt = self._state_dtype_for(p)
@@ -301,6 +357,8 @@ class FusedOptimizer(Optimizer):
                 out[k] = v.detach().to(device=p.device, dtype=torch.float32).reshape(()).clone()
             elif k == "master_param":
                 out[k] = v.detach().to(device=p.device, dtype=torch.float32).clone()
+            elif k in self._globals:
+                out[k] = v.detach().to(device=p.device, dtype=self._globals[k].dtype).clone()
             else:
                 out[k] = v.detach().to(device=p.device, dtype=sdt).clone()
         if "step" in out and not isinstance(out["step"], Tensor):
@@ -311,6 +369,7 @@ class FusedOptimizer(Optimizer):
         return out
 
     def _import_global_state(self, key: Any, value: Any) -> Any:
+        """A non-param state entry (torch.optim keeps none; a foreign optimizer might)."""
         if isinstance(value, Tensor):
             return value.detach().to(self._device).clone()
         if isinstance(value, dict):

@@ -88,6 +88,8 @@ def check_grad(owner: str, p: Tensor, g: Tensor, label: str) -> None:
     if g.dtype != p.dtype and g.dtype != torch.float32:
         raise TypeError(f"{owner}: the grad of {label} has dtype {g.dtype}; it must be the param's "
                         f"dtype ({p.dtype}) or fp32")
-    if not g.is_contiguous() or not p.is_contiguous():
+    local_g = g._local_tensor if hasattr(g, "_local_tensor") else g  # DTensor: its shard
+    local_p = p._local_tensor if hasattr(p, "_local_tensor") else p
+    if not local_g.is_contiguous() or not local_p.is_contiguous():
         raise ValueError(f"{owner}: {label} or its grad is not contiguous; fusedopt needs dense "
                          "contiguous storage")

@@ -22,7 +22,7 @@ from ..reference.adagrad import adagrad_norm_scale
 from . import _validation as V
 from ._base import FusedOptimizer
 
-_NORM_KEY = "adagrad_norm_sum"
+_NORM_KEY = "norm_sum"  # AdaGrad-Norm's B, in every param's state (Note [global state])
 
 
 class Adagrad(FusedOptimizer):
@@ -33,7 +33,7 @@ class Adagrad(FusedOptimizer):
         lr: learning rate (float or one-element device tensor). lr_decay: eta above.
         weight_decay: coupled L2 coefficient. initial_accumulator_value: initial s (or B).
         eps: denominator term (1e-10 as torch).
-        norm: AdaGrad-Norm (one global accumulator; state key ``adagrad_norm_sum``).
+        norm: AdaGrad-Norm (one global accumulator B; state key ``norm_sum``).
         **common: ``max_grad_norm, backend, capturable, state_dtype, master_weights, telemetry``.
     """
 
@@ -47,14 +47,6 @@ class Adagrad(FusedOptimizer):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, defaults, **common)
-        if self.norm:
-            if len(self.param_groups) > 1 and any(
-                    g["lr_decay"] or g["weight_decay"] for g in self.param_groups):
-                raise ValueError(f"{self._owner()}: norm=True supports lr and eps per group, "
-                                 "not lr_decay or weight_decay")
-            self.state[_NORM_KEY] = torch.full(
-                (), float(self.defaults["initial_accumulator_value"]), dtype=torch.float64,
-                device=self._device)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
@@ -65,6 +57,12 @@ class Adagrad(FusedOptimizer):
         V.check_number(owner, "epsilon value eps", group["eps"])
         if getattr(self, "norm", False) and (group["lr_decay"] or group["weight_decay"]):
             raise ValueError(f"{owner}: norm=True (AdaGrad-Norm) has no lr_decay or weight_decay")
+
+    def _init_global_state(self) -> dict[str, Tensor]:
+        if not self.norm:
+            return {}
+        return {_NORM_KEY: torch.full((), float(self.defaults["initial_accumulator_value"]),
+                                      dtype=torch.float64, device=self._device)}
 
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
                           ) -> dict[str, Tensor]:
@@ -82,7 +80,7 @@ class Adagrad(FusedOptimizer):
                         eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
                         use_prologue=use_prologue, telemetry=self.telemetry)
             return
-        acc = self.state[_NORM_KEY]
+        acc = self._globals[_NORM_KEY]
         skip = stats[S.FOUND_INF] != 0
         # ||coef * g||^2 = clip^2 * sum((g * inv)^2): the norm pass already has it.
         acc.copy_(torch.where(skip, acc, acc + stats[S.CLIP_COEF] ** 2 * stats[S.GRAD_SQ]))

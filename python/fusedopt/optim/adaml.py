@@ -11,7 +11,9 @@ with ``(a, b, c)`` computed on the device from the loss gap ``l = f(x_t) - f*``.
 **The scaling is fusedopt's reading of the paper, not its verified formula** (only the abstract
 could be read): see :mod:`fusedopt.reference.adaml` for the two shipped strategies ("gap", the
 default: ``c = clamp((l_t / l_1)^gamma, c_min, 1)``; "additive": ``a = eps * l_t^gamma``) and the
-f* estimate. Call ``step(loss=...)`` with the (unscaled) loss of the batch the grads came from.
+f* estimate. Call ``step(loss=...)`` with the (unscaled) loss of the batch the grads came from;
+under torch.distributed the loss is averaged over the default process group first, so that
+every rank computes the same scalars.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from torch import Tensor
 
 from .. import _stats as S
 from ..reference.adaml import SCALINGS, adaml_abc, advance_adaml_state, init_adaml_state
+from . import _distributed as D
 from . import _validation as V
 from .adamw import _AdamFamily
 
-_GLOBAL_KEY = "adaml"
+_PREFIX = "adaml_"  # the global loss statistics, in every param's state (Note [global state])
 
 
 class AdamL(_AdamFamily):
@@ -72,6 +75,10 @@ class AdamL(_AdamFamily):
         self._fused_step(loss)
         return loss
 
+    def _init_global_state(self) -> dict[str, Tensor]:
+        device = self._device if self._device is not None else torch.device("cpu")
+        return {_PREFIX + k: v for k, v in init_adaml_state(device).items()}
+
     def _prepare_step(self, loss) -> None:
         owner = self._owner()
         if loss is None:
@@ -85,10 +92,8 @@ class AdamL(_AdamFamily):
             raise TypeError(f"{owner}.step: loss must be a tensor or a float, got {type(loss)}")
 
     def _run_updates(self, groups, stats, use_prologue, loss, *, use_abc: bool = True) -> None:
-        state = self.state.get(_GLOBAL_KEY)
-        if state is None:
-            state = self.state[_GLOBAL_KEY] = init_adaml_state(self._device)
-        loss_t = torch.as_tensor(loss, device=self._device)
+        state = {k[len(_PREFIX):]: v for k, v in self._globals.items()}
+        loss_t = D.mean_loss(torch.as_tensor(loss, device=self._device))
         gap, gap0, ok = advance_adaml_state(state, loss_t, f_star=self.f_star,
                                             found_inf=stats[S.FOUND_INF])
         stats[S.FOUND_INF] = torch.maximum(stats[S.FOUND_INF], (~ok).to(torch.float64))

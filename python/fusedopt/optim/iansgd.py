@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .. import _stats as S
 from ..reference.sgd_family import normalized_scale
+from . import _distributed as D
 from . import _validation as V
 from ._base import FusedOptimizer
 
@@ -89,8 +90,7 @@ class IANSGD(FusedOptimizer):
         grads = [g for _, _, gs in collected for g in gs]
         if not grads:
             raise ValueError(f"{self._owner()}.record_normalizer: no param has a grad")
-        self._backend.grad_prologue_(grads, self._stats, region=S.AUX, grad_scale=grad_scale,
-                                     found_inf=None, max_norm=None, compute_norm=True)
+        self._prologue(grads, S.AUX, grad_scale, None, None, True)
         self._recorded = True
 
     def _prepare_step(self, loss) -> None:
@@ -118,6 +118,8 @@ class IANSGD(FusedOptimizer):
                 for b in buckets:
                     self._backend.momentum_step_(b, stats, rho=float(group["momentum"]),
                                                  use_prologue=use_prologue)
+            if self._dist_groups:
+                D.all_reduce_(stats[S.MOMENTUM_SQ:S.MOMENTUM_SQ + 1], self._dist_groups)
             norm = torch.sqrt(stats[S.MOMENTUM_SQ])
             direction = "momentum"
         for group, buckets in groups:

@@ -1,0 +1,85 @@
+"""Sharded params (FSDP2 / DTensor): kernels run on local shards, global scalars are all-reduced.
+
+With ``fully_shard`` every param, grad and state is a DTensor whose local tensor is this rank's
+shard. The kernels see only local tensors; what is global about a step — the grad norm of the
+prologue, IAN-SGD's normalizer, NSGDm's momentum norm, the telemetry sums and AdamL's loss — is
+made global with one small all-reduce of a few fp64 scalars over the mesh dimensions the params
+are sharded on (replicated dimensions hold identical copies and are not summed).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .. import _stats as S
+from ..reference.prologue import clip_coefficient
+
+try:  # DTensor is part of torch.distributed, which some builds leave out
+    from torch.distributed.tensor import DTensor, Shard
+except ImportError:  # pragma: no cover
+    DTensor = Shard = None
+
+
+def is_dtensor(t: Any) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """The storage a kernel writes: a DTensor's local shard, or the tensor itself."""
+    return t._local_tensor if is_dtensor(t) else t  # noqa: SLF001 (the shard, not a copy)
+
+
+def shard_groups(params: list[Tensor], owner: str) -> list | None:
+    """Process groups to sum global scalars over, or None when no param is a DTensor.
+
+    All params must be DTensors of one mesh with one placement (what ``fully_shard`` makes), or
+    none may be: a plain tensor next to shards would be counted once per rank.
+    """
+    kinds = {is_dtensor(p) for p in params}
+    if kinds == {False}:
+        return None
+    if kinds == {True, False}:
+        raise ValueError(f"{owner}: some params are DTensors (sharded) and some are not; fusedopt "
+                         "needs all params of one optimizer sharded on one mesh, or none")
+    mesh, placements = params[0].device_mesh, params[0].placements
+    for p in params:
+        if p.device_mesh != mesh or p.placements != placements:
+            raise ValueError(f"{owner}: DTensor params on different meshes or placements "
+                             f"({p.device_mesh}, {p.placements} vs {mesh}, {placements})")
+    return [mesh.get_group(i) for i, pl in enumerate(placements) if isinstance(pl, Shard)]
+
+
+def all_reduce_(t: Tensor, groups: list, op=dist.ReduceOp.SUM) -> None:
+    for group in groups:
+        dist.all_reduce(t, op=op, group=group)
+
+
+def finish_prologue_(stats: Tensor, region: int, max_norm: float | None, groups: list) -> None:
+    """Make a prologue run on local shards global: sum the squares, OR the inf flags, then
+    norm, clip coefficient and gradient coefficient as ALGORITHMS.md §1 (the local prologue ran
+    without clipping, so ``stats[region + 4]`` holds ``inv_scale``)."""
+    sq, bad = stats[region:region + 1], stats[region + 2:region + 3]
+    all_reduce_(sq, groups)
+    all_reduce_(bad, groups, dist.ReduceOp.MAX)
+    norm = torch.sqrt(stats[region])
+    clip = clip_coefficient(norm, max_norm)
+    stats[region + 1] = norm
+    stats[region + 3] = clip
+    stats[region + 4] = stats[region + 4] * clip
+
+
+def finish_telemetry_(stats: Tensor, groups: list) -> None:
+    all_reduce_(stats[S.UPDATE_SQ:S.STEP_GRAD_SQ + 1], groups)
+
+
+def mean_loss(loss: Tensor) -> Tensor:
+    """The loss averaged over the default process group when torch.distributed runs (DDP or
+    FSDP: every rank then sees the same loss, as AdamL's global scalars need)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return loss
+    out = loss.detach().to(torch.float64).reshape(1).clone()
+    dist.all_reduce(out)
+    return (out / dist.get_world_size()).reshape(())
