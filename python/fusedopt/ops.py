@@ -21,19 +21,18 @@ from . import backends
 from .backends import Bucket
 from .reference.adam_family import AdamHyper
 
-#: pointer-table caches of the traced path, keyed by (op, backend, param data_ptrs)
-_TRACED_CACHES: dict[tuple, dict] = {}
-
-
-def _cache_for(op: str, backend: str, params: list[Tensor]) -> dict:
-    key = (op, backend) + tuple(p.data_ptr() for p in params)
-    return _TRACED_CACHES.setdefault(key, {})
+#: backend caches and tables of the traced path, keyed by (op, backend, tensor data_ptrs): a
+#: compiled step passes the same tensors every call, so its tables are built once
+_TRACED: dict[tuple, tuple[dict, dict]] = {}
 
 
 def _bucket(op, backend, params, grads, steps, states, masters) -> Bucket:
     states = {k: v for k, v in states.items() if v}
+    lists = [params, grads, steps, masters or []] + list(states.values())
+    key = (op, backend) + tuple(t.data_ptr() for lst in lists for t in lst)
+    cache, tables = _TRACED.setdefault(key, ({}, {}))
     return Bucket(list(params), list(grads), list(steps), states,
-                  list(masters) if masters else None, _cache_for(op, backend, params))
+                  list(masters) if masters else None, cache, tables)
 
 
 def _lr(lr: float, lr_tensor: Optional[Tensor]):

@@ -16,8 +16,12 @@ class Bucket:
     0-d fp32 step count on the param's device. ``masters`` holds fp32 master copies for 16-bit
     params when master weights are on (the update runs on them and rounds into ``params``).
 
-    ``cache`` belongs to the backend: a native backend keeps its pointer tables there, keyed by
-    the tensors' (data_ptr, numel) signature, and the optimizer keeps the dict across steps.
+    Two dicts belong to the backend. ``tables``: what it derives from these tensor lists
+    (pointer and chunk tables); the optimizer hands over the same Bucket object, ``tables``
+    included, for as long as none of its tensors changed, and builds a new Bucket with empty
+    ``tables`` when one did (a new grad after ``zero_grad(set_to_none=True)``, a loaded state).
+    ``cache``: kept for the same (param group, dtypes) across such rebuilds, for things worth
+    reusing when the tensors change (device buffers, workspaces).
     """
 
     params: list[Tensor]
@@ -26,6 +30,7 @@ class Bucket:
     states: dict[str, list[Tensor]]
     masters: list[Tensor] | None = None
     cache: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

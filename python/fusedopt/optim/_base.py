@@ -15,7 +15,10 @@ tensors, and a non-finite gradient under AMP skips the step on the device.
 """
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
@@ -28,6 +31,18 @@ from ..ops import Kernels
 from ..backends import Bucket
 from . import _distributed as D
 from . import _validation as V
+
+
+_GRAD = operator.attrgetter("grad")
+
+
+@dataclass
+class _Plan:
+    """What a step runs on: the buckets per param group, valid while the grads are unchanged."""
+
+    seen: list[Tensor | None]  # every param's .grad when the plan was built
+    groups: list[tuple[dict, list[Bucket]]]
+    all_grads: list[Tensor]
 
 
 class FusedOptimizer(Optimizer):
@@ -80,6 +95,7 @@ class FusedOptimizer(Optimizer):
         self._caches: dict[tuple, dict] = {}
         self._loss_scaler = None
         self._prologue_norm = False
+        self._last_plan: _Plan | None = None
         super().__init__(params, defaults)
         self._dist_groups = D.shard_groups(
             [p for g in self.param_groups for p in g["params"]], self._owner())
@@ -129,6 +145,7 @@ class FusedOptimizer(Optimizer):
         self._validate_group(merged)
         super().add_param_group(param_group)
         self._device = device
+        self.__dict__["_last_plan"] = None
         # State is created here, not at the first step (as torch.optim.Adagrad does): a fresh
         # optimizer then has a full state_dict, which torch.distributed.checkpoint loads into
         # without the dummy step it would otherwise take (and AdamL/IAN-SGD could not take).
@@ -186,7 +203,27 @@ class FusedOptimizer(Optimizer):
             state.update(self._globals)
         return state
 
+    def _plan(self) -> _Plan:
+        """Validated buckets of this step. Fast path: when every param's ``.grad`` is the same
+        tensor object as in the last step (``zero_grad(set_to_none=False)``, static grads of a
+        CUDA graph), only the hyperparameters are re-validated and the buckets — with their
+        pointer tables — are reused. Otherwise every grad is validated and buckets rebuilt."""
+        seen = list(map(_GRAD, chain.from_iterable(g["params"] for g in self.param_groups)))
+        last = self._last_plan
+        if (last is not None and len(seen) == len(last.seen)
+                and all(map(operator.is_, seen, last.seen))):
+            for group in self.param_groups:
+                self._validate_group(group)
+            return last
+        collected = self._collect()
+        groups = [(group, self._buckets(gi, group, ps, gs))
+                  for gi, (group, ps, gs) in enumerate(collected) if ps]
+        all_grads = [g for _, _, gs in collected for g in gs]
+        self._last_plan = _Plan(seen, groups, all_grads)
+        return self._last_plan
+
     def _buckets(self, gi: int, group: dict, ps: list[Tensor], gs: list[Tensor]) -> list[Bucket]:
+        local = D.local if self._dist_groups else (lambda t: t)  # noqa: E731
         by_key: dict[tuple, Bucket] = {}
         for p, g in zip(ps, gs):
             state = self._ensure_state(p, group)
@@ -201,13 +238,13 @@ class FusedOptimizer(Optimizer):
                 cache = self._caches.setdefault((gi,) + key, {})
                 b = by_key[key] = Bucket([], [], [], {k: [] for k in streams},
                                          [] if master is not None else None, cache)
-            b.params.append(D.local(p))
-            b.grads.append(D.local(g))
+            b.params.append(local(p))
+            b.grads.append(local(g))
             b.steps.append(state["step"])
             for k, v in streams.items():
-                b.states[k].append(D.local(v))
+                b.states[k].append(local(v))
             if master is not None:
-                b.masters.append(D.local(master))
+                b.masters.append(local(master))
         return list(by_key.values())
 
     def _amp_inputs(self) -> tuple[Tensor | None, Tensor | None, bool]:
@@ -230,13 +267,11 @@ class FusedOptimizer(Optimizer):
         return loss
 
     def _fused_step(self, loss: Tensor | None) -> None:
-        collected = self._collect()
+        plan = self._plan()
         self._prepare_step(loss)
-        all_grads = [g for _, _, gs in collected for g in gs]
-        if not all_grads:
+        if not plan.all_grads:
             return
-        groups = [(group, self._buckets(gi, group, ps, gs))
-                  for gi, (group, ps, gs) in enumerate(collected) if ps]
+        groups, all_grads = plan.groups, plan.all_grads
         stats = self._stats
         grad_scale, found_inf, check_inf = self._amp_inputs()
         need_norm = self.max_grad_norm is not None or check_inf or self._needs_grad_norm
@@ -258,7 +293,7 @@ class FusedOptimizer(Optimizer):
     def _prologue(self, grads: list[Tensor], region: int, grad_scale: Tensor | None,
                   found_inf: Tensor | None, max_norm: float | None, compute_norm: bool) -> None:
         """The norm pass over local grads; with sharded params its sums are made global."""
-        local = [D.local(g) for g in grads]
+        local = [D.local(g) for g in grads] if self._dist_groups else grads
         if self._dist_groups and compute_norm:
             self._backend.grad_prologue_(local, self._stats, region=region,
                                          grad_scale=grad_scale, found_inf=found_inf,
@@ -331,6 +366,7 @@ class FusedOptimizer(Optimizer):
                 new_state[key] = self._import_global_state(key, value)
         self.__setstate__({"state": new_state, "param_groups": new_groups})
         self._caches.clear()
+        self._last_plan = None
         self._relink_globals()
 
     def _relink_globals(self) -> None:
@@ -379,3 +415,4 @@ class FusedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_caches", {})
+        self.__dict__["_last_plan"] = None
