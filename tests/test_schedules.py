@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 from torch.optim import lr_scheduler as L
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedopt
 from fusedopt.schedules import (DECAY_SHAPES, InverseSqrtLR, WarmupCosineLR,
                                 WarmupStableDecayLR, scale_lr_)
+
+from host_sync import HostSyncCounter
 
 BASE_LR = 1e-2
 U64 = 2.0 ** -53
@@ -241,22 +242,6 @@ def test_schedule_rounds_once_into_fp32_lr(make):
     assert got == [float(torch.tensor(x, dtype=torch.float32)) for x in exact]
 
 
-class _SyncCounter(TorchDispatchMode):
-    """Counts ops that read a device value on the host (on CUDA each is a sync)."""
-
-    SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "item")
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if any(name.startswith(op) for op in self.SYNC_OPS):
-            self.calls.append(name)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("make", [lambda o: WarmupCosineLR(o, 3, 20, 0.1),
                                   lambda o: WarmupStableDecayLR(o, 2, 3, 5),
                                   lambda o: InverseSqrtLR(o, 3)],
@@ -265,13 +250,13 @@ def test_schedule_step_reads_nothing_on_the_host(make):
     lr = torch.tensor(BASE_LR)
     opt = _opt(lr, capturable=True)
     sched = make(opt)
-    with _SyncCounter() as counter:
+    with HostSyncCounter() as counter:
         for _ in range(10):
             _step_alone(sched)
         scale_lr_(opt, 0.5)
     assert counter.calls == []
     assert opt.param_groups[0]["lr"] is lr
-    with _SyncCounter() as control:  # the counter does see a host read
+    with HostSyncCounter() as control:  # the counter does see a host read
         float(lr)
     assert control.calls == ["_local_scalar_dense"]
 
