@@ -344,13 +344,24 @@ def test_tensorboard_sink_writes_every_logged_value():
 
 def test_tensorboard_directory(tmp_path):
     pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     _, opt, loss_fn = _linear_problem(1e-2)
+    losses = []
     with ConvergenceMonitor(opt, tensorboard=tmp_path / "tb", window=10, batches=2) as monitor:
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        monitor.step(loss)
-    assert any((tmp_path / "tb").iterdir())
+        for _ in range(12):
+            loss = loss_fn()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            monitor.step(loss)
+            losses.append(float(loss.detach()))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {f"monitor/{c}" for c in COLUMNS[1:]}
+    logged = events.Scalars("monitor/loss")
+    assert [e.step for e in logged] == list(range(1, 13))
+    assert [e.value for e in logged] == pytest.approx(losses, rel=2 ** -23)  # stored as fp32
 
 
 def test_monitor_validation():
