@@ -208,19 +208,24 @@ class FusedOptimizer(Optimizer):
         tensor object as in the last step (``zero_grad(set_to_none=False)``, static grads of a
         CUDA graph), only the hyperparameters are re-validated and the buckets — with their
         pointer tables — are reused. Otherwise every grad is validated and buckets rebuilt."""
-        seen = list(map(_GRAD, chain.from_iterable(g["params"] for g in self.param_groups)))
-        last = self._last_plan
-        if (last is not None and len(seen) == len(last.seen)
-                and all(map(operator.is_, seen, last.seen))):
-            for group in self.param_groups:
-                self._validate_group(group)
-            return last
+        tracing = torch.compiler.is_compiling()  # traced once: no cache to consult
+        if not tracing:
+            seen = list(map(_GRAD, chain.from_iterable(g["params"] for g in self.param_groups)))
+            last = self._last_plan
+            if (last is not None and len(seen) == len(last.seen)
+                    and all(map(operator.is_, seen, last.seen))):
+                for group in self.param_groups:
+                    self._validate_group(group)
+                return last
         collected = self._collect()
         groups = [(group, self._buckets(gi, group, ps, gs))
                   for gi, (group, ps, gs) in enumerate(collected) if ps]
         all_grads = [g for _, _, gs in collected for g in gs]
-        self._last_plan = _Plan(seen, groups, all_grads)
-        return self._last_plan
+        plan = _Plan([], groups, all_grads)
+        if not tracing:
+            plan.seen = seen
+            self._last_plan = plan
+        return plan
 
     def _buckets(self, gi: int, group: dict, ps: list[Tensor], gs: list[Tensor]) -> list[Bucket]:
         local = D.local if self._dist_groups else (lambda t: t)  # noqa: E731

@@ -61,7 +61,8 @@ class Adagrad(FusedOptimizer):
     def _init_global_state(self) -> dict[str, Tensor]:
         if not self.norm:
             return {}
-        return {_NORM_KEY: torch.full((), float(self.defaults["initial_accumulator_value"]),
+        # shape (1,), not 0-d: torch 2.13's inductor drops in-place updates of 0-d fp64 tensors
+        return {_NORM_KEY: torch.full((1,), float(self.defaults["initial_accumulator_value"]),
                                       dtype=torch.float64, device=self._device)}
 
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
@@ -85,7 +86,8 @@ class Adagrad(FusedOptimizer):
         # ||coef * g||^2 = clip^2 * sum((g * inv)^2): the norm pass already has it.
         acc.copy_(torch.where(skip, acc, acc + stats[S.CLIP_COEF] ** 2 * stats[S.GRAD_SQ]))
         for group, buckets in groups:
-            stats[S.SCALE] = adagrad_norm_scale(acc, group["lr"], float(group["eps"]))
+            scale = adagrad_norm_scale(acc, group["lr"], float(group["eps"]))
+            stats[S.SCALE] = scale.reshape(())
             for b in buckets:
                 self._backend.sgd_step_(b, stats, direction="grad", use_prologue=use_prologue,
                                         telemetry=self.telemetry)

@@ -96,7 +96,8 @@ class AdamL(_AdamFamily):
         loss_t = D.mean_loss(torch.as_tensor(loss, device=self._device))
         gap, gap0, ok = advance_adaml_state(state, loss_t, f_star=self.f_star,
                                             found_inf=stats[S.FOUND_INF])
-        stats[S.FOUND_INF] = torch.maximum(stats[S.FOUND_INF], (~ok).to(torch.float64))
+        bad_loss = (~ok).to(torch.float64).reshape(())
+        stats[S.FOUND_INF] = torch.maximum(stats[S.FOUND_INF], bad_loss)
         for group, buckets in groups:
             stats[S.ABC:S.ABC + 3] = adaml_abc(gap, gap0, scaling=self.scaling, gamma=self.gamma,
                                                eps=float(group["eps"]), c_min=self.c_min)

@@ -15,7 +15,7 @@ a small gap cautious ones; f* is given or estimated on the fly; no manual LR dec
     "gap":      c = clamp((l_t / l_1)^gamma, c_min, 1),  a = 0,  b = eps     (gamma 0.5, c_min 1e-3)
     "additive": a = eps_l * l_t^gamma,  b = 0,  c = 1                        (gamma = 0: EAdam)
 
-All state is 0-d fp64 device tensors; a non-finite loss leaves it unchanged (the step is skipped).
+All state is one-element fp64 device tensors; a non-finite loss leaves it unchanged (the step is skipped).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ SCALINGS = ("gap", "additive")
 
 def init_adaml_state(device) -> dict[str, Tensor]:
     """Fresh AdamL global state: loss EMA, EMA count, best smoothed loss, first gap."""
-    z = lambda v: torch.full((), v, dtype=torch.float64, device=device)  # noqa: E731
+    # shape (1,), not 0-d: torch 2.13's inductor drops in-place updates of 0-d fp64 tensors
+    z = lambda v: torch.full((1,), v, dtype=torch.float64, device=device)  # noqa: E731
     return {"loss_ema": z(0.0), "count": z(0.0), "best": z(float("inf")), "gap0": z(0.0)}
 
 
@@ -38,13 +39,14 @@ def advance_adaml_state(
     state: dict[str, Tensor], loss: Tensor, *, f_star: float | None,
     found_inf: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Advance the AdamL state with ``loss``; return fp64 ``(gap l_t, first gap l_1, loss_ok)``.
+    """Advance the AdamL state with ``loss``; return fp64 ``(gap l_t, first gap l_1, loss_ok)``
+    (one-element tensors).
 
     ``loss_ok`` is a 0-d bool; when it is False, or when ``found_inf`` (the grads' non-finite
     flag) is set, the state is left as it was and the caller skips the step. ``state`` is
     updated in place (no host sync).
     """
-    loss64 = loss.detach().to(torch.float64).reshape(())
+    loss64 = loss.detach().to(torch.float64).reshape(1)
     ok = torch.isfinite(loss64)
     safe_loss = torch.where(ok, loss64, torch.zeros_like(loss64))
     count = state["count"] + 1.0
@@ -65,11 +67,11 @@ def advance_adaml_state(
 
 def adaml_abc(gap: Tensor, gap0: Tensor, *, scaling: str, gamma: float, eps: float,
               c_min: float = 1e-3) -> Tensor:
-    """fp64 ``[a, b, c]`` of one param group (its ``eps``) from the gaps."""
+    """fp64 ``[a, b, c]`` (shape (3,)) of one param group (its ``eps``) from the gaps."""
     zero = torch.zeros_like(gap)
     if scaling == "gap":
         c = torch.clamp(torch.pow(gap / gap0, gamma), min=c_min, max=1.0)
-        return torch.stack([zero, torch.full_like(gap, eps), c])
+        return torch.cat([zero, torch.full_like(gap, eps), c]).reshape(3)
     if scaling == "additive":
-        return torch.stack([eps * torch.pow(gap, gamma), zero, torch.ones_like(gap)])
+        return torch.cat([eps * torch.pow(gap, gamma), zero, torch.ones_like(gap)]).reshape(3)
     raise ValueError(f"AdamL scaling must be one of {SCALINGS}, got {scaling!r}")
