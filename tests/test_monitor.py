@@ -244,6 +244,26 @@ def test_host_reads_only_at_poll_steps():
     assert reads == [25, 50]
 
 
+@pytest.mark.gpu
+def test_no_sync_on_cuda():
+    """On a GPU the driver itself checks: any sync inside monitor.step raises."""
+    p = torch.nn.Parameter(torch.randn(1000, device="cuda"))
+    opt = fusedopt.AdamW([p], lr=torch.tensor(1e-2, device="cuda"), capturable=True,
+                         telemetry=True, max_grad_norm=1.0)
+    monitor = ConvergenceMonitor(opt, window=20, batches=4, poll_every=0)
+    for _ in range(45):
+        p.grad = torch.randn_like(p)
+        loss = (p.detach() ** 2).sum()
+        opt.step()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            monitor.step(loss)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    monitor.poll()
+    assert monitor.steps == 45
+
+
 # ---------------------------------------------------------------------- logs
 def test_csv_holds_every_step_of_last_stats(tmp_path):
     path = tmp_path / "run.csv"

@@ -161,7 +161,7 @@ def test_schedule_validation(bad):
 
 # ---------------------------------------------------------------------- tensor lr
 def _torch_schedulers():
-    """Every scheduler of torch.optim.lr_scheduler (2.13), plus ours, as (name, factory, stepper)."""
+    """Every torch.optim.lr_scheduler scheduler (2.13) and ours: (name, factory, stepper)."""
     plain = lambda s, t: s.step()  # noqa: E731
     metric = lambda s, t: s.step(1.0 if t < 3 else 2.0)  # noqa: E731 - worse after step 3
     return [

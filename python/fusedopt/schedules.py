@@ -84,7 +84,8 @@ class WarmupCosineLR(ClosedFormLR):
 
         f(t) = \\begin{cases}
             s + (1 - s)\\,t / W & t < W \\\\
-            r + (1 - r)\\,\\tfrac12\\bigl(1 + \\cos(\\pi (t - W)/(T - W))\\bigr) & W \\le t \\le T \\\\
+            r + (1 - r)\\,\\tfrac12\\bigl(1 + \\cos(\\pi\\,\\tfrac{t - W}{T - W})\\bigr)
+                & W \\le t \\le T \\\\
             r & t > T
         \\end{cases}
 

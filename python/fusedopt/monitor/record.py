@@ -54,7 +54,7 @@ class RowBuffer:
         return self.data[n]
 
     def drain(self) -> list[tuple[float, ...]]:
-        """All rows as host tuples in :data:`COLUMNS` order (one device-to-host copy), then empty."""
+        """All rows as host tuples in :data:`COLUMNS` order (one device-to-host copy); empties."""
         n = len(self.steps)
         host = self.data[:n].cpu().tolist() if n else []
         rows = [(float(s),) + tuple(r[i] for i in _HOST_ORDER) for s, r in zip(self.steps, host)]
