@@ -233,6 +233,23 @@ def test_tensor_lr_same_trajectory_as_float(name, make, stepper):
     assert all(e <= b for e, b in zip(err, budget)), (name, max(err))
 
 
+@pytest.mark.parametrize("name,make,stepper", SCHEDULERS, ids=[s[0] for s in SCHEDULERS])
+def test_scheduler_with_tensor_lr_reads_nothing_on_the_host(name, make, stepper):
+    """Only ReduceLROnPlateau reads the lr on the host (``float(group["lr"])`` when it reduces:
+    torch 2.13 lr_scheduler.py, ``_reduce_lr``); on CUDA that is a sync at those steps."""
+    lr = torch.tensor(BASE_LR)
+    sched = make(_opt(lr, capturable=True))
+    with HostSyncCounter() as counter:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            for t in range(STEPS):
+                stepper(sched, t)
+    if name == "ReduceLROnPlateau":
+        assert counter.calls and set(counter.calls) == {"_local_scalar_dense"}
+    else:
+        assert counter.calls == []
+
+
 @pytest.mark.parametrize("make", RESUMABLE, ids=["cosine", "wsd", "inverse-sqrt"])
 def test_schedule_rounds_once_into_fp32_lr(make):
     """fusedopt's schedules compute base * factor in fp64 and round once into an fp32 lr."""
