@@ -1,0 +1,203 @@
+"""The SGD family's passes (IAN-SGD, NSGD, NSGDm, Clip-SGD, AdaGrad-Norm), one launch each.
+
+:func:`scaled_sgd_update` and :func:`momentum_update` are those of
+:mod:`fusedopt.reference.sgd_family`, in the same order (``csrc/math/sgd.h`` too), in opmath::
+
+    d = g * coef   (direction "grad", after a prologue)  |  d = m   (direction "momentum")
+    p = p - s * d                         s = stats[SCALE], the global scale of the step
+    m = m * (1 - rho) + (g * coef) * rho  NSGDm's momentum pass, which also sums m_new^2
+
+The scale itself (``lr / max(c ||.|| + delta, floor)^beta``, or AdaGrad-Norm's
+``lr / (sqrt(B) + eps)``) is computed on the device by the optimizer before the pass.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common as C
+from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, SLOT_COEF, SLOT_FOUND_INF,
+                      SLOT_SCALE, bind_helpers_for_interpreter, block_offsets, chunk_bounds, f64,
+                      load_op, masked_square, row_ptr, store_as)
+from ._launch import Launcher, chunk_size
+from .finish import finish_
+
+
+@triton.jit
+def scaled_sgd_update(p, d, scale):
+    """``p - s * d`` in opmath (``d`` already multiplied by coef when it is a grad)."""
+    return p - scale * d
+
+
+@triton.jit
+def momentum_update(m, g, coef, one_m_rho, rho, USE_PROLOGUE: tl.constexpr):
+    """NSGDm's ``m * (1 - rho) + (coef g) * rho`` in opmath."""
+    if USE_PROLOGUE:
+        g = g * coef
+    return m * one_m_rho + g * rho
+
+
+@triton.jit
+def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_update, acc_param,
+               acc_grad, OP: tl.constexpr, MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr,
+               HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
+    """Load, update and store one block; add its telemetry squares to the accumulators."""
+    if HAS_MASTER:
+        p = load_op(master_ptr, offs, mask, OP, MASKED)
+    else:
+        p = load_op(p_ptr, offs, mask, OP, MASKED)
+    g = p  # placeholder when the grad is not read (never used then)
+    if not MOMENTUM or TELEMETRY:
+        g = load_op(g_ptr, offs, mask, OP, MASKED)
+        if USE_PROLOGUE:
+            g = g * coef
+    if MOMENTUM:
+        d = load_op(m_ptr, offs, mask, OP, MASKED)
+    else:
+        d = g
+    new_p = scaled_sgd_update(p, d, scale)
+    if HAS_MASTER:
+        store_as(master_ptr, offs, new_p, mask, MASKED)
+    store_as(p_ptr, offs, new_p, mask, MASKED)
+    if TELEMETRY:
+        acc_update += masked_square(new_p - p, mask, MASKED)
+        acc_param += masked_square(new_p, mask, MASKED)
+        acc_grad += masked_square(g, mask, MASKED)
+    return acc_update, acc_param, acc_grad
+
+
+@triton.jit
+def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, partials_stride,
+                PARAM: tl.constexpr, GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
+                MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr, HAS_MASTER: tl.constexpr,
+                TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
+                BLOCK: tl.constexpr):
+    tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
+    coef = f64(1.0)
+    if USE_PROLOGUE:
+        coef = tl.load(stats + SLOT_COEF)
+        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
+    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
+    m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
+    master_ptr = row_ptr(ptrs, ROW_MASTER, n_tensors, tid, start, tl.float32, ALIGNED)
+    s_coef = coef.to(OP)
+    s_scale = tl.load(stats + SLOT_SCALE).to(OP)
+    acc_update = tl.zeros([BLOCK], dtype=OP)
+    acc_param = tl.zeros([BLOCK], dtype=OP)
+    acc_grad = tl.zeros([BLOCK], dtype=OP)
+    # Full blocks unmasked, then one masked tail (a while loop: Note [interpreter loops]).
+    full_end = (count // BLOCK) * BLOCK
+    off = 0
+    while off < full_end:
+        offs = block_offsets(off, BLOCK)
+        acc_update, acc_param, acc_grad = _sgd_block(
+            offs, offs < count, p_ptr, g_ptr, m_ptr, master_ptr, s_coef, s_scale, acc_update,
+            acc_param, acc_grad, OP, MOMENTUM, USE_PROLOGUE, HAS_MASTER, TELEMETRY, False)
+        off += BLOCK
+    if full_end < count:
+        offs = block_offsets(full_end, BLOCK)
+        acc_update, acc_param, acc_grad = _sgd_block(
+            offs, offs < count, p_ptr, g_ptr, m_ptr, master_ptr, s_coef, s_scale, acc_update,
+            acc_param, acc_grad, OP, MOMENTUM, USE_PROLOGUE, HAS_MASTER, TELEMETRY, True)
+    if TELEMETRY:
+        cid = tl.program_id(0)
+        tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
+        tl.store(partials + partials_stride + cid, tl.sum(acc_param, axis=0).to(tl.float64))
+        tl.store(partials + 2 * partials_stride + cid, tl.sum(acc_grad, axis=0).to(tl.float64))
+
+
+@triton.jit
+def _momentum_block(offs, mask, g_ptr, m_ptr, coef, one_m_rho, rho, acc, OP: tl.constexpr,
+                    USE_PROLOGUE: tl.constexpr, MASKED: tl.constexpr):
+    g = load_op(g_ptr, offs, mask, OP, MASKED)
+    m = load_op(m_ptr, offs, mask, OP, MASKED)
+    m = momentum_update(m, g, coef, one_m_rho, rho, USE_PROLOGUE)
+    store_as(m_ptr, offs, m, mask, MASKED)
+    return acc + masked_square(m, mask, MASKED)
+
+
+@triton.jit
+def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, rho: tl.float64,
+                     GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
+                     USE_PROLOGUE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
+    coef = f64(1.0)
+    if USE_PROLOGUE:
+        coef = tl.load(stats + SLOT_COEF)
+        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
+    m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
+    s_coef = coef.to(OP)
+    s_rho = f64(rho).to(OP)
+    s_one_m_rho = (1.0 - f64(rho)).to(OP)
+    acc = tl.zeros([BLOCK], dtype=OP)
+    full_end = (count // BLOCK) * BLOCK
+    off = 0
+    while off < full_end:  # a while loop: Note [interpreter loops]
+        offs = block_offsets(off, BLOCK)
+        acc = _momentum_block(offs, offs < count, g_ptr, m_ptr, s_coef, s_one_m_rho, s_rho, acc,
+                              OP, USE_PROLOGUE, False)
+        off += BLOCK
+    if full_end < count:
+        offs = block_offsets(full_end, BLOCK)
+        acc = _momentum_block(offs, offs < count, g_ptr, m_ptr, s_coef, s_one_m_rho, s_rho, acc,
+                              OP, USE_PROLOGUE, True)
+    tl.store(partials + tl.program_id(0), tl.sum(acc, axis=0).to(tl.float64))
+
+
+_SGD = Launcher(_sgd_kernel, ["PARAM", "GRAD", "STATE", "OP", "MOMENTUM", "USE_PROLOGUE",
+                              "HAS_MASTER", "TELEMETRY", "ALIGNED", "CHUNK"])
+_MOMENTUM = Launcher(_momentum_kernel, ["GRAD", "STATE", "OP", "USE_PROLOGUE", "ALIGNED",
+                                        "CHUNK"])
+
+
+def _state_dtype(b) -> torch.dtype:
+    """The momentum's dtype, or the param's when the bucket has no state (never loaded then)."""
+    ms = b.states.get("momentum_buffer")
+    return ms[0].dtype if ms else b.param_dtype
+
+
+def sgd_step_(b, stats: torch.Tensor, *, direction: str, use_prologue: bool,
+              telemetry: bool) -> None:
+    """The kernel contract's ``sgd_step_`` (:mod:`fusedopt.backends`): update, then finish."""
+    tables = C.bucket_tables(b, chunk_size())
+    modes = dict(
+        PARAM=C.torch_to_triton_dtype(b.param_dtype), GRAD=C.torch_to_triton_dtype(b.grad_dtype),
+        STATE=C.torch_to_triton_dtype(_state_dtype(b)),
+        OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), MOMENTUM=direction == "momentum",
+        USE_PROLOGUE=use_prologue, HAS_MASTER=b.masters is not None, TELEMETRY=telemetry,
+        ALIGNED=tables.aligned, CHUNK=tables.chunk)
+
+    def args_for(t: C.Tables, s: torch.Tensor) -> dict:
+        partials = t.partial_sums()
+        return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
+                    n_chunks=t.n_chunks, stats=s, partials=partials,
+                    partials_stride=partials.stride(0))
+
+    _SGD(tables, stats, args_for, modes, reduces=telemetry)
+    finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
+            n_sums=3 if telemetry else 0)
+
+
+def momentum_step_(b, stats: torch.Tensor, *, rho: float, use_prologue: bool) -> None:
+    """The kernel contract's ``momentum_step_``: NSGDm's momentum, ``sum(m^2)`` added to
+    ``stats[MOMENTUM_SQ]`` (step counts untouched)."""
+    tables = C.bucket_tables(b, chunk_size())
+    modes = dict(GRAD=C.torch_to_triton_dtype(b.grad_dtype),
+                 STATE=C.torch_to_triton_dtype(_state_dtype(b)),
+                 OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), USE_PROLOGUE=use_prologue,
+                 ALIGNED=tables.aligned, CHUNK=tables.chunk)
+
+    def args_for(t: C.Tables, s: torch.Tensor) -> dict:
+        return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
+                    n_chunks=t.n_chunks, stats=s, partials=t.partial_sums(), rho=rho)
+
+    _MOMENTUM(tables, stats, args_for, modes, reduces=True)
+    finish_(tables, stats, use_prologue=use_prologue, advance_steps=False, n_sums=1,
+            first_slot=C.MOMENTUM_SQ)
+
+
+bind_helpers_for_interpreter(globals())  # Note [interpreter helper calls]
