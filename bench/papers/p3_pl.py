@@ -1,0 +1,14 @@
+"""P3 (Chakrabarti & Baranwal 2024): linear convergence of AdaGrad and Adam under PL.
+
+Thin wrapper of ``python -m fusedopt.papers p3``: same options (``--backend``, ``--fast``,
+``--out``); writes to this repository's bench/results/papers/ unless ``--out`` is given.
+"""
+import sys
+from pathlib import Path
+
+from fusedopt.papers.__main__ import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "papers"
+
+if __name__ == "__main__":
+    sys.exit(main(["p3", "--out", str(RESULTS), *sys.argv[1:]]))
