@@ -322,11 +322,10 @@ def test_fused_clip_within_budget_of_unscale_then_clip_grad_norm(algo, backend):
 
 # --------------------------------------------------------------------------- no host sync
 #: code that reads only CPU tensors it created on the host from Python numbers (never a device
-#: value, so no sync on CUDA either): the reference's lerp rounds its weight 1 - beta1 to opmath
-#: through such a tensor; the Triton backend builds its pointer and chunk tables on the host
-#: (``repeat_interleave``, an alignment check) once per tensor signature, then copies them over
-HOST_ONLY_READS = (("fusedopt/reference/adam_family.py", "lerp"),
-                   ("triton_kernels/_common.py", "build_tables"))
+#: value, so no sync on CUDA either): the Triton backend builds its pointer and chunk tables on
+#: the host (``repeat_interleave``, an alignment check) once per tensor signature, then copies
+#: them over
+HOST_ONLY_READS = (("triton_kernels/_common.py", "build_tables"),)
 
 
 def _amp_iteration(opt, params, scaler, t: int):

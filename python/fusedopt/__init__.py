@@ -5,12 +5,14 @@ decoupled decay and optional telemetry — runs as one pass over memory (plus on
 global norm is needed) in CUDA C++, Triton or vectorized C++, checked against one pure-PyTorch
 reference (:mod:`fusedopt.reference`).
 """
-from . import amp, backends, reference
+from . import amp, backends, monitor, reference, schedules
 from .backends import available_backends
+from .monitor import ConvergenceMonitor
 from .optim import (IANSGD, NSGD, Adagrad, Adam, AdamD, AdamL, AdamW, ClipSGD, FusedOptimizer,
                     NSGDm)
 
 __version__ = "0.1.0"
 
 __all__ = ["Adam", "AdamW", "AdamD", "AdamL", "Adagrad", "IANSGD", "NSGD", "NSGDm", "ClipSGD",
-           "FusedOptimizer", "amp", "backends", "reference", "available_backends", "__version__"]
+           "FusedOptimizer", "ConvergenceMonitor", "amp", "backends", "monitor", "reference",
+           "schedules", "available_backends", "__version__"]

@@ -39,9 +39,11 @@ AUX_NORM = AUX + 1
 SCALE = 13              # SGD family: the global step scale s in p <- p - s * d
 ABC = 14                # AdamL: a (added to v), b (denominator eps), c (lr multiplier): 14, 15, 16
 MOMENTUM_SQ = 17        # NSGDm: sum of m_new^2 written by momentum_step_
+PREV_PARAM_SQ = 18      # PARAM_SQ of the last step, reported by last_stats when a step is skipped
 
 SLOT_NAMES = {
     "GRAD_SQ": GRAD_SQ, "GRAD_NORM": GRAD_NORM, "FOUND_INF": FOUND_INF, "CLIP_COEF": CLIP_COEF,
     "COEF": COEF, "UPDATE_SQ": UPDATE_SQ, "PARAM_SQ": PARAM_SQ, "STEP_GRAD_SQ": STEP_GRAD_SQ,
-    "AUX": AUX, "SCALE": SCALE, "ABC": ABC, "MOMENTUM_SQ": MOMENTUM_SQ, "NUM_SLOTS": NUM_SLOTS,
+    "AUX": AUX, "SCALE": SCALE, "ABC": ABC, "MOMENTUM_SQ": MOMENTUM_SQ, "PREV_PARAM_SQ": PREV_PARAM_SQ,
+    "NUM_SLOTS": NUM_SLOTS,
 }

@@ -283,10 +283,15 @@ class FusedOptimizer(Optimizer):
         use_prologue = (need_norm or grad_scale is not None or found_inf is not None
                         or self._needs_prologue)
         if self.telemetry:
+            stats[S.PREV_PARAM_SQ] = stats[S.PARAM_SQ]
             stats[S.UPDATE_SQ:S.STEP_GRAD_SQ + 1].zero_()
         if use_prologue:
             self._prologue(all_grads, S.GRAD, grad_scale, found_inf, self.max_grad_norm,
                            need_norm)
+            if grad_scale is None and found_inf is None and not check_inf:
+                # no AMP: a non-finite grad propagates as in torch (DESIGN.md §4), the norm pass
+                # having run only for clipping or the algorithm's normalizer
+                stats[S.FOUND_INF].zero_()
         elif self.telemetry:  # last_stats reports no skip and no clipping for this step
             stats[S.FOUND_INF].zero_()
             stats[S.CLIP_COEF:S.COEF + 1].fill_(1.0)
@@ -320,17 +325,21 @@ class FusedOptimizer(Optimizer):
         """Norms of the last step as 0-d fp32 device tensors (no host sync).
 
         ``grad_norm`` (pre-clip, unscaled), ``clip_coef``, ``update_norm`` (``||p_new - p_old||``),
-        ``param_norm`` (``||p_new||``) and ``found_inf`` (1.0 when the step was skipped).
+        ``param_norm`` (``||p_new||``) and ``found_inf`` (1.0 when the step was skipped: then
+        the update norm is 0 and the param norm is the previous step's, the params being as
+        they were).
         """
         if not self.telemetry:
             raise RuntimeError(f"{self._owner()}: last_stats needs telemetry=True")
         st = self._stats
         gsq = st[S.GRAD_SQ] if self._prologue_norm else st[S.STEP_GRAD_SQ]
+        skipped = st[S.FOUND_INF] != 0
         return {
             "grad_norm": torch.sqrt(gsq).float(),
             "clip_coef": st[S.CLIP_COEF].float(),
             "update_norm": torch.sqrt(st[S.UPDATE_SQ]).float(),
-            "param_norm": torch.sqrt(st[S.PARAM_SQ]).float(),
+            "param_norm": torch.sqrt(torch.where(skipped, st[S.PREV_PARAM_SQ],
+                                                 st[S.PARAM_SQ])).float(),
             "found_inf": st[S.FOUND_INF].float(),
         }
 
@@ -349,6 +358,7 @@ class FusedOptimizer(Optimizer):
             raise ValueError(f"{owner}: state_dict has {len(saved_groups)} param groups, "
                              f"the optimizer {len(self.param_groups)}")
         id_map: dict[Any, Tensor] = {}
+        group_step: dict[Any, Any] = {}
         new_groups = []
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
@@ -356,9 +366,11 @@ class FusedOptimizer(Optimizer):
                                  f"{len(saved['params'])} params, the optimizer "
                                  f"{len(group['params'])}")
             id_map.update(zip(saved["params"], group["params"]))
+            if "step" in saved:  # Apex / DeepSpeed FusedAdam keep one step per param group
+                group_step.update((pid, saved["step"]) for pid in saved["params"])
             new = dict(group)
             for key, value in saved.items():
-                if key in group and key not in ("params", "param_names"):
+                if key in group and key not in ("params", "param_names", "step"):
                     new[key] = value
             self._validate_group(new)
             new_groups.append(new)
@@ -366,7 +378,7 @@ class FusedOptimizer(Optimizer):
         for key, value in state_dict["state"].items():
             if key in id_map:
                 p = id_map[key]
-                new_state[p] = self._import_param_state(p, value)
+                new_state[p] = self._import_param_state(p, value, group_step.get(key))
             else:
                 new_state[key] = self._import_global_state(key, value)
         self.__setstate__({"state": new_state, "param_groups": new_groups})
@@ -388,7 +400,15 @@ class FusedOptimizer(Optimizer):
             if isinstance(st, dict) and st:
                 st.update(self._globals)
 
-    def _import_param_state(self, p: Tensor, saved: dict[str, Any]) -> dict[str, Any]:
+    def _import_param_state(self, p: Tensor, saved: dict[str, Any],
+                            group_step: Any = None) -> dict[str, Any]:
+        """One param's saved state in this optimizer's dtypes and device. A state without a
+        per-param ``step`` takes its param group's (Apex, DeepSpeed FusedAdam)."""
+        if saved and "step" not in saved:
+            if group_step is None:
+                raise ValueError(f"{self._owner()}: the saved state of a param has no 'step' "
+                                 f"(keys {sorted(saved)}) and its param group none either")
+            saved = {**saved, "step": group_step}
         sdt = self._state_dtype_for(p)
         out: dict[str, Any] = {}
         for k, v in saved.items():

@@ -58,11 +58,12 @@ class _AdamFamily(FusedOptimizer):
             state["max_exp_avg_sq"] = zeros()
         return state
 
-    def _import_param_state(self, p: Tensor, saved: dict[str, Any]) -> dict[str, Any]:
+    def _import_param_state(self, p: Tensor, saved: dict[str, Any],
+                            group_step: Any = None) -> dict[str, Any]:
         """torch.optim.RMSprop calls v ``square_avg``: accept it for ``variant="rmsprop"``."""
         if "square_avg" in saved:
             saved = {("exp_avg_sq" if k == "square_avg" else k): v for k, v in saved.items()}
-        return super()._import_param_state(p, saved)
+        return super()._import_param_state(p, saved, group_step)
 
     def _hyper(self, group: dict[str, Any]) -> AdamHyper:
         beta1, beta2 = group["betas"]

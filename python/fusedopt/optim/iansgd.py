@@ -111,7 +111,8 @@ class IANSGD(FusedOptimizer):
             norm = stats[S.AUX_NORM]
             self._recorded = False
         elif self.normalizer == "same":
-            norm = stats[S.GRAD_NORM]
+            # ||g|| of the grads the step uses: after unscale and clip (ALGORITHMS.md notation)
+            norm = stats[S.GRAD_NORM] * stats[S.CLIP_COEF]
         else:
             stats[S.MOMENTUM_SQ].zero_()
             for group, buckets in groups:

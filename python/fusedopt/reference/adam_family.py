@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -80,11 +81,13 @@ def adam_step_scalars(step: Tensor, lr: float | Tensor, hp: AdamHyper, c: Tensor
 
 
 def lerp(m: Tensor, g: Tensor, w: float) -> Tensor:
-    """``m + w (g - m)``, in torch's two-branch form (exact at w = 1, accurate for large w)."""
-    wt = torch.tensor(w, dtype=m.dtype)  # rounded to opmath once, as the kernels do
-    if abs(float(wt)) < 0.5:
+    """``m + w (g - m)``, in torch's two-branch form (exact at w = 1, accurate for large w).
+
+    ``w`` is rounded to opmath once, as the kernels do (on the host: no tensor is read)."""
+    wt = float(np.float32(w)) if m.dtype == torch.float32 else float(w)
+    if abs(wt) < 0.5:
         return m + wt * (g - m)
-    return g - (g - m) * (1.0 - wt)
+    return g - (g - m) * (1.0 - wt)  # 1 - wt is exact in fp32 for wt in [0.5, 1]
 
 
 def adam_family_update(
