@@ -141,3 +141,36 @@ def test_state_dict_uses_torch_keys():
     st0 = opt.state_dict()["state"][0]
     assert set(st0) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
     assert st0["step"].shape == () and st0["step"].dtype == torch.float32
+
+
+def test_group_level_step_is_given_to_every_param():
+    """Apex keeps ``step`` in the param group and none per param: each param gets the group's."""
+    params = _params()
+    opt = fusedopt.AdamW(params, backend="reference")
+    _drive(ALGORITHMS["adamw"], opt, params, 3)
+    sd = opt.state_dict()
+    apex_like = {"state": {i: {k: v for k, v in st.items() if k != "step"}
+                           for i, st in sd["state"].items()},
+                 "param_groups": [dict(g, step=3) for g in sd["param_groups"]]}
+    again = [p.detach().clone().requires_grad_() for p in params]
+    opt2 = fusedopt.AdamW(again, backend="reference")
+    opt2.load_state_dict(apex_like)
+    assert all(float(opt2.state[p]["step"]) == 3.0 for p in again)
+    _drive(ALGORITHMS["adamw"], opt, params, 2, start=3)
+    _drive(ALGORITHMS["adamw"], opt2, again, 2, start=3)
+    for a, b in zip(params, again):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_state_without_any_step_is_rejected_before_mutation():
+    params = _params()
+    opt = fusedopt.AdamW(params, backend="reference")
+    _drive(ALGORITHMS["adamw"], opt, params, 1)
+    sd = opt.state_dict()
+    broken = {"state": {i: {k: v for k, v in st.items() if k != "step"}
+                        for i, st in sd["state"].items()},
+              "param_groups": sd["param_groups"]}
+    before = [opt.state[p]["exp_avg"].clone() for p in params]
+    with pytest.raises(ValueError, match="step"):
+        opt.load_state_dict(broken)
+    assert all(torch.equal(opt.state[p]["exp_avg"], b) for p, b in zip(params, before))
