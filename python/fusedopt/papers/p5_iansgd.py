@@ -78,7 +78,7 @@ def _dro_experiment(backend: str, budget: int, grid_slice: slice, eval_seeds: li
     curves, finals = {}, {}
     for name in METHODS:
         rs = [one(_dro.method(name, best[name]), seed=s, eval_every=25) for s in eval_seeds]
-        curves[name] = (rs[0][0], np.mean([r[1] for r in rs], axis=0))
+        curves[name] = (rs[0][0], np.median([r[1] for r in rs], axis=0))
         finals[name] = [float(r[1][-1]) for r in rs]
     return {"psi_star": _dro.reference_optimum(prob), "tuning": tuning, "best": best,
             "curves": curves, "finals": finals, "start": prob.psi_value(prob.x0),
@@ -166,6 +166,13 @@ def _floor_note(dro: dict) -> str:
             "chosen learning rates.")
 
 
+def _standard_error(xs: list[float]) -> float:
+    """Standard error of the mean; NaN for one value or when a run diverged (inf)."""
+    if len(xs) < 2 or not np.all(np.isfinite(xs)):
+        return float("nan")
+    return float(np.std(xs, ddof=1) / np.sqrt(len(xs)))
+
+
 def _mean(xs: list[float]) -> float:
     return float(np.mean(xs))
 
@@ -180,7 +187,8 @@ def _analyse(pr_res: dict, dro: dict) -> tuple[list[Claim], list[Table], dict]:
                 for k, i in enumerate(ian))
     finals = {n: _mean(s["final"]) for n, s in st_all.items()}
     dro_final = {n: _mean(v) for n, v in dro["finals"].items()}
-    dro_se = {n: float(np.std(v, ddof=1) / np.sqrt(len(v))) for n, v in dro["finals"].items()}
+    dro_se = {n: _standard_error(v) for n, v in dro["finals"].items()}
+    diverged = {n: sum(not np.isfinite(x) for x in v) for n, v in dro["finals"].items()}
     runner_up = min((n for n in dro_final if n != "IAN-SGD"), key=dro_final.get)
     lead = dro_final[runner_up] - dro_final["IAN-SGD"]
     lead_se = float(np.hypot(dro_se["IAN-SGD"], dro_se[runner_up]))
@@ -225,9 +233,9 @@ def _analyse(pr_res: dict, dro: dict) -> tuple[list[Claim], list[Table], dict]:
                 for n, s in st_all.items()])
     t2 = Table(f"chi^2-DRO: final Psi at equal samples (Psi* ~ {psi_star:.6g})",
                ["method", "chosen lr", "final Psi (mean ± s.e.)", "Psi - Psi*",
-                "tuning-seed Psi per grid lr"],
+                "diverged (seeds)", "tuning-seed Psi per grid lr"],
                [[n, f"{dro['best'][n]:g}", f"{dro_final[n]:.5f} ± {dro_se[n]:.5f}",
-                 fmt(dro_final[n] - psi_star),
+                 fmt(dro_final[n] - psi_star), diverged[n],
                  ", ".join(f"{lr:g}: {fmt(dro['tuning'][(n, lr)], 5)}" for lr in dro["grid"][n])]
                 for n in METHODS])
     data = {"to_floor": to_floor, "pr_final": finals, "ian_first": first,
@@ -255,7 +263,7 @@ def _plot(pr_res: dict, dro: dict):
         ax.plot(s, np.maximum(v - dro["psi_star"], 1e-6), label=f"{name} (lr {dro['best'][name]:g})")
     ax.set_yscale("log")
     ax.set_xlabel("samples")
-    ax.set_ylabel("Psi(x_t) - Psi*")
+    ax.set_ylabel("Psi(x_t) - Psi* (median over seeds)")
     ax.set_title("chi^2-DRO, diabetes")
     ax.legend()
     fig.tight_layout()
