@@ -1,0 +1,82 @@
+// Adagrad chunk loops (math: csrc/math/adagrad.h), one instantiation per storage combination x
+// coupled decay x telemetry, compiled once per ISA.
+#include "cpu/kernel_args.h"
+#include "cpu/kernels/isa_namespace.h"
+#include "cpu/lanes.h"
+#include "cpu/parallel.h"
+#include "dispatch/switch.h"
+#include "math/adagrad.h"
+
+namespace fusedopt::cpu::FUSEDOPT_ISA {
+namespace {
+
+template <class Set, bool kL2, bool kTelemetry>
+void adagrad_chunks(const AdagradLoop& a) {
+  using P = typename Set::param;
+  using G = typename Set::grad;
+  using S = typename Set::state;
+  constexpr bool kMaster = Set::master;
+  using PL = std::conditional_t<kMaster, float, P>;
+  using T = opmath_t<PL>;
+
+  const TableView& tv = a.table;
+  const math::AdagradCallScalars<T> cs{T(a.call.coef), T(a.call.wd), T(a.call.eps)};
+  parallel_chunks(tv.chunks, a.nthreads, [&](int64_t c) {
+    const Chunk ch = tv.chunks.chunks[c];
+    const int64_t k = ch.tensor, i0 = ch.begin, n = ch.end - ch.begin;
+    PL* p = static_cast<PL*>(kMaster ? tv.master[k] : tv.param[k]) + i0;
+    P* shadow = kMaster ? static_cast<P*>(tv.param[k]) + i0 : nullptr;
+    const G* g = static_cast<const G*>(tv.grad[k]) + i0;
+    S* s = static_cast<S*>(tv.state[0][k]) + i0;
+    const T clr = T(a.clr[k]);
+
+    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) {
+      T pv = load<T>(p[i]);
+      const T gv = load<T>(g[i]);
+      T sv = load<T>(s[i]);
+      p_old = pv;
+      math::adagrad_update<kL2>(pv, gv, sv, cs, clr);
+      p[i] = narrow<PL>(pv);
+      if constexpr (kMaster) shadow[i] = narrow<P>(pv);
+      s[i] = narrow<S>(sv);
+      p_new = pv;
+      g_eff = gv * cs.coef;
+    };
+
+    if constexpr (kTelemetry) {
+      LaneSums du, dp, dg;
+      for_each_lane(n, [&](int64_t i, int lane) {
+        T p_old, p_new, g_eff;
+        update(i, p_old, p_new, g_eff);
+        const T d = p_new - p_old;
+        du.add(lane, double(d * d));
+        dp.add(lane, double(p_new * p_new));
+        dg.add(lane, double(g_eff * g_eff));
+      });
+      a.partials[kTelemetrySums * c + 0] = du.total();
+      a.partials[kTelemetrySums * c + 1] = dp.total();
+      a.partials[kTelemetrySums * c + 2] = dg.total();
+    } else {
+      for_each_element(n, [&](int64_t i) {
+        T p_old, p_new, g_eff;
+        update(i, p_old, p_new, g_eff);
+      });
+    }
+  });
+}
+
+}  // namespace
+
+void adagrad_loop(const AdagradLoop& a) {
+  const TableView& t = a.table;
+  dispatch::switch_dtype_set(t.param_dtype, t.grad_dtype, t.state_dtype, t.master != nullptr,
+                             [&](auto set) {
+    dispatch::switch_bool(a.l2, [&](auto l2) {
+      dispatch::switch_bool(a.telemetry, [&](auto telemetry) {
+        adagrad_chunks<decltype(set), decltype(l2)::value, decltype(telemetry)::value>(a);
+      });
+    });
+  });
+}
+
+}  // namespace fusedopt::cpu::FUSEDOPT_ISA

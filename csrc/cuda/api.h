@@ -1,0 +1,97 @@
+// The CUDA core's entry points: one call per kernel-contract function
+// (python/fusedopt/backends/__init__.py), on raw device pointers, sizes, dtype codes, scalars and
+// a stream handle. csrc/cuda/binding_cuda.cpp exposes them to Python; nothing here knows torch,
+// Python or even the CUDA headers (the stream is a uintptr_t holding a cudaStream_t).
+//
+// Every update call follows the contract's common rules, decided on the device (no value is
+// ever read on the host, so a step can be captured in a CUDA graph):
+//   * use_prologue: coef = stats[COEF] multiplies each grad, and stats[FOUND_INF] != 0 skips the
+//     whole call (params, states, steps and stats unchanged); otherwise coef = 1, no skip.
+//   * per tensor, t = step + 1 (fp32, as the reference) is used and stored back.
+//   * telemetry: the sums of (p_new - p_old)^2, p_new^2 and (coef g)^2 are added to
+//     stats[UPDATE_SQ], stats[PARAM_SQ], stats[STEP_GRAD_SQ] (Note [finish], finish.cuh).
+#pragma once
+
+#include <cstdint>
+
+#include "fusedopt/dtype.h"
+
+namespace fusedopt::cuda {
+
+/// One uploaded table (Note [device table], device_table.h) and the per-chunk workspace of the
+/// passes over it, both device memory owned by the caller (python/fusedopt/_native_cuda.py).
+struct Table {
+  const int64_t* table;
+  int64_t n_tensors;
+  int64_t n_chunks;
+  int64_t chunk_size;
+  double* partials;  // kMaxSumsPerChunk doubles per chunk
+  double* scalars;   // kMaxScalarsPerTensor doubles per tensor (Note [tensor scalars])
+  DType param_dtype, grad_dtype, state_dtype;
+  bool master;  // the master row holds fp32 copies the update runs on
+  int device;
+};
+
+/// Workspace doubles per chunk a table must provide: the three telemetry sums of an update
+/// pass, or the sum of squares and the non-finite flag of the norm pass.
+constexpr int kMaxSumsPerChunk = 3;
+
+/// Workspace doubles per tensor a table must provide: the per-tensor scalars of an update pass
+/// (Adam: step size, sqrt(bc2), decay; Adagrad: the decayed lr).
+constexpr int kMaxScalarsPerTensor = 3;
+
+/// A learning rate: a float, or a 0-d fp32/fp64 device tensor read by the kernel.
+struct LearningRate {
+  double value;
+  const void* ptr;  // nullptr: use value
+  DType dtype;
+};
+
+/// Variant codes, in the order of python/fusedopt/reference/adam_family.py VARIANTS (the CPU
+/// core's AdamVariant, csrc/cpu/api.h, uses the same numbers).
+enum class AdamVariant : int { kAdam = 0, kAmsgrad, kAdabelief, kEadam, kRmsprop, kYogi };
+
+struct AdamCall {
+  LearningRate lr;
+  double beta1, beta2, eps, weight_decay;
+  AdamVariant variant;
+  bool coupled_decay;    // Adam's L2 (else decoupled, AdamW)
+  bool bias_correction;  // false for AdamD (and ignored by rmsprop, which has none)
+  bool use_prologue, use_abc, telemetry;
+};
+
+struct AdagradCall {
+  LearningRate lr;
+  double lr_decay, eps, weight_decay;
+  bool use_prologue, telemetry;
+};
+
+struct SgdCall {
+  bool momentum_direction;  // step along the momentum_buffer state instead of the grad
+  bool use_prologue, telemetry;
+};
+
+struct PrologueCall {
+  int64_t region;           // first stats slot written (Note [prologue region])
+  const float* grad_scale;  // 0-d fp32 device loss scale, or nullptr
+  const float* found_inf;   // 0-d fp32 device flag from a GradScaler, or nullptr
+  double max_norm;          // < 0: no clipping
+  bool compute_norm;        // false: no pass over memory, coef = 1 / grad_scale
+};
+
+/// Whether the kernels are instantiated for this storage combination (csrc/dispatch/switch.h).
+bool supports_dtypes(DType param, DType grad, DType state, bool master);
+
+// All of these enqueue work on `stream` and return; they throw std::invalid_argument on an
+// unsupported dtype combination and std::runtime_error when CUDA reports a launch error.
+void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t stream);
+void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintptr_t stream);
+void sgd_step(const Table& t, double* stats, const SgdCall& call, uintptr_t stream);
+void momentum_step(const Table& t, double* stats, double rho, bool use_prologue,
+                   uintptr_t stream);
+/// `grads`: a table with the grad and dtype rows; its n_chunks may be 0 (compute_norm false).
+/// opmath64: some grad is fp64, so the whole sum runs in fp64 (as the reference).
+void grad_prologue(const Table& grads, double* stats, const PrologueCall& call, bool opmath64,
+                   uintptr_t stream);
+
+}  // namespace fusedopt::cuda

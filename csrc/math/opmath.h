@@ -1,0 +1,35 @@
+// Small opmath helpers the per-element updates share, for T = float or double, host and device.
+//
+// sqrt and division are the IEEE, correctly rounded ones (never a fast approximation), so every
+// backend computes the same bits the reference does.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "fusedopt/macros.h"
+
+namespace fusedopt::math {
+
+template <class T>
+FUSEDOPT_INLINE T op_sqrt(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return sqrtf(x);
+  } else {
+    return sqrt(x);
+  }
+}
+
+/// torch.sign: -1, 0 or 1; 0 for NaN (as torch.sign on CPU, vectorized or not).
+template <class T>
+FUSEDOPT_INLINE T op_sign(T x) {
+  return T(x > T(0)) - T(x < T(0));
+}
+
+/// torch.maximum: NaN if either operand is NaN.
+template <class T>
+FUSEDOPT_INLINE T op_maximum(T a, T b) {
+  return (a != a || a > b) ? a : b;
+}
+
+}  // namespace fusedopt::math

@@ -1,0 +1,114 @@
+"""``python -m fusedopt.env``: what this fusedopt install can run, for bug reports.
+
+Prints versions, the native build (compiler, flags, OpenMP, CUDA switch), the CPU and the ISA
+its kernels run with, the OpenMP runtime actually loaded, the GPU, and for each device type
+which backend ``backend="auto"`` picks and why each other one would or would not be used.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+import torch
+
+from . import _native, backends
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _loaded_openmp() -> list[str]:
+    """Paths of the OpenMP runtimes mapped into this process (Note [threads], parallel.h)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "omp" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
+def _native_lines() -> list[str]:
+    if _native.LOAD_ERROR is not None:
+        return [f"  not available: {_native.LOAD_ERROR}"]
+    C = _native.native()
+    info = C.build_info()
+    return [
+        f"  compiler: g++ {info['compiler']}, OpenMP {info.get('openmp', 'off')}",
+        f"  flags: {info['flags']}",
+        f"  ISA builds: generic (baseline), avx2 ({info['isa_flags']['avx2']}), "
+        f"avx512 ({info['isa_flags']['avx512']})",
+        f"  CPU ISA in use: {C.isa()} (this CPU supports: {', '.join(C.supported_isas())}; "
+        "override with FUSEDOPT_CPU_ISA)",
+        f"  chunk: {info['chunk_size']} elements, {info['lanes']} reduction lanes",
+        f"  CUDA: {info['cuda']}",
+    ]
+
+
+def _backend_lines(device: str) -> list[str]:
+    lines = []
+    try:
+        chosen = backends.resolve("auto", torch.device(device)).NAME
+    except (RuntimeError, ValueError) as exc:
+        chosen = f"none ({exc})"
+    lines.append(f"  {device}: auto -> {chosen}")
+    for name in backends.BACKENDS:
+        ok, reason = backends.availability(name)
+        if not ok:
+            verdict = f"not available: {reason}"
+        elif not backends.load(name).supports(torch.device(device)):
+            verdict = f"available ({reason}) but cannot run {device} tensors"
+        else:
+            verdict = f"usable ({reason})"
+        lines.append(f"    {name:<9} {verdict}")
+    return lines
+
+
+def report() -> str:
+    """The whole report as text."""
+    import fusedopt
+
+    lines = [
+        f"fusedopt {fusedopt.__version__} ({fusedopt.__file__})",
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"triton {_version('triton')}, numpy {_version('numpy')}, "
+        f"deepspeed {_version('deepspeed')}",
+        f"platform: {platform.platform()}",
+        f"CPU: {_cpu_model()}, torch threads {torch.get_num_threads()}",
+        f"OpenMP runtimes loaded: {', '.join(_loaded_openmp()) or 'none'}",
+        "native core (fusedopt._C):",
+        *_native_lines(),
+    ]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        lines.append(f"GPU: {props.name} (sm_{props.major}{props.minor}, "
+                     f"{props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
+    else:
+        lines.append(f"GPU: none visible to torch (torch CUDA build: {torch.version.cuda})")
+    lines.append("backends (auto order: cuda, triton, cpu, reference):")
+    for device in ("cpu",) + (("cuda",) if torch.cuda.is_available() else ()):
+        lines += _backend_lines(device)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()
