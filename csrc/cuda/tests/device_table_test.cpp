@@ -90,7 +90,7 @@ void test_plan_validation() {
   CHECK(throws_invalid_argument([] { plan_table({4}, kILP + 2); }));  // not whole vectors
   CHECK(throws_invalid_argument([] { plan_table({4, -1}, kChunkSize); }));
   CHECK(plan_table({}, kChunkSize).n_chunks == 0);
-  CHECK(plan_table({}, kChunkSize).size() == kNumRows * 0 + 1);  // first_chunk[0] only
+  CHECK(plan_table({}, kChunkSize).size() == 1);  // first_chunk[0] only
 }
 
 void test_layout_and_rows() {
