@@ -5,7 +5,7 @@ the algorithm modules), so it can be imported for its constants at any time with
 interpreter mode (Note [interpreter mode] in :mod:`fusedopt.triton_kernels`).
 
 Note [pointer tables]: a bucket of N tensors is described to a kernel by three int64 device
-tensors, built once and rebuilt only when the (data_ptr, numel) signature of the tensors changes:
+tensors:
 
 * ``ptrs``   ``[NUM_ROWS, N]``: row ``ROW_*`` holds the addresses of one stream (params, grads,
   step counts, fp32 masters, states); rows a call does not use hold 0 and are never loaded.
@@ -13,10 +13,21 @@ tensors, built once and rebuilt only when the (data_ptr, numel) signature of the
 * ``chunks`` ``[2, C]``: for every chunk of at most ``chunk`` elements, the tensor index (row 0)
   and the first element (row 1), tensors in list order. One program runs one chunk, so one
   launch covers any number of tensors and every offset is 64-bit.
+
+Note [table cache]: the tables of a bucket live in ``bucket.cache`` (the optimizer keeps it
+across steps) with what decides whether they still hold: the params' ``data_ptr`` tuple (a
+param's storage can be swapped with ``p.data = ...``), compared every call; strong
+references to the step, master and state tensors, compared by identity (the optimizer replaces
+them only in ``load_state_dict``, which clears the caches, and holding them means no cached
+address outlives its memory); and the grads' addresses, which change when grads are
+re-allocated (``zero_grad(set_to_none=True)``): then only the grad row is copied again. Grads
+are never held, so the cache does not keep last step's grads alive. The norm pass caches its
+grad lists by (addresses, sizes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -96,11 +107,13 @@ def opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_data_ptr = Tensor.data_ptr
+
+
 @dataclass
 class Tables:
-    """The device tables of one bucket (Note [pointer tables]) and their signature."""
+    """The device tables of one set of tensors (Note [pointer tables]) and their cache keys."""
 
-    signature: tuple
     ptrs: Tensor
     numels: Tensor
     chunks: Tensor
@@ -109,12 +122,19 @@ class Tables:
     chunk: int
     #: every address is a multiple of 16 bytes: the kernels may hint vector loads
     aligned: bool
+    #: ``ptrs`` on the host (unused rows hold 0)
+    host_ptrs: Tensor
     #: storage dtype of every row in use (what a scratch copy for autotuning needs)
     row_dtypes: dict[int, torch.dtype]
     #: fp64 scratch for per-chunk partial sums, ``[3, n_chunks]`` (allocated on first use)
     partials: Tensor | None = None
     #: the tensors the addresses point into, when the tables own them (autotuning scratch)
     owned: dict | None = None
+    #: Note [table cache]: compared on every call
+    key_ptrs: tuple = ()
+    key_numels: tuple = ()
+    grad_ptrs: tuple = ()
+    held: list = field(default_factory=list)
 
     def partial_sums(self) -> Tensor:
         if self.partials is None:
@@ -122,18 +142,20 @@ class Tables:
                                         device=self.ptrs.device)
         return self.partials
 
+    def set_grads(self, grad_ptrs: tuple) -> None:
+        """New grad addresses (re-allocated grads): refresh that row only."""
+        self.host_ptrs[ROW_GRAD] = torch.tensor(grad_ptrs, dtype=torch.int64)
+        self.ptrs[ROW_GRAD].copy_(_to_device(self.host_ptrs[ROW_GRAD], self.ptrs.device),
+                                  non_blocking=True)
+        self.aligned = _all_aligned(self.host_ptrs)
+        self.grad_ptrs = grad_ptrs
 
-def signature(rows: dict[int, list[Tensor]], chunk: int) -> tuple:
-    """What the tables depend on: every address of every row, every size, the chunk size."""
-    ptrs = tuple((r, tuple(t.data_ptr() for t in ts)) for r, ts in sorted(rows.items()))
-    return (chunk,) + ptrs + (tuple(t.numel() for t in rows[min(rows)]),)
 
-
-def build_tables(rows: dict[int, list[Tensor]], chunk: int, sig: tuple) -> Tables:
+def build_tables(rows: dict[int, list[Tensor]], chunk: int) -> Tables:
     """Pointer, size and chunk tables for the tensors of ``rows`` (row index -> tensors).
 
     Every row holds one tensor per param; the sizes are those of the lowest row. One host to
-    device copy per table, only when the signature changed (the caller caches the result).
+    device copy per table (the caller caches the result).
     """
     first = rows[min(rows)]
     n = len(first)
@@ -148,19 +170,27 @@ def build_tables(rows: dict[int, list[Tensor]], chunk: int, sig: tuple) -> Table
     start = (torch.arange(tensor_of_chunk.numel(), dtype=torch.int64)
              - first_chunk[tensor_of_chunk]) * chunk
     chunks = torch.stack([tensor_of_chunk, start])
-    aligned = bool(torch.all(ptrs[list(rows)] % 16 == 0))
-    return Tables(signature=sig, ptrs=_to_device(ptrs, device), numels=_to_device(numels, device),
+    return Tables(ptrs=_to_device(ptrs, device), numels=_to_device(numels, device),
                   chunks=_to_device(chunks, device), n_tensors=n, n_chunks=int(chunks.shape[1]),
-                  chunk=chunk, aligned=aligned,
+                  chunk=chunk, aligned=_all_aligned(ptrs), host_ptrs=ptrs,
                   row_dtypes={r: ts[0].dtype for r, ts in rows.items()})
 
 
-def cached_tables(cache: dict, key: str, rows: dict[int, list[Tensor]], chunk: int) -> Tables:
-    """The tables of ``rows`` from ``cache[key]``, rebuilt only when the signature changed."""
-    sig = signature(rows, chunk)
+def _all_aligned(ptrs: Tensor) -> bool:
+    """Every address a multiple of 16 bytes (the 0s of unused rows are)."""
+    return bool(torch.all(ptrs % 16 == 0))
+
+
+def grad_list_tables(cache: dict, key: str, grads: list[Tensor], chunk: int) -> Tables:
+    """The tables of a grad list (the norm pass) from ``cache[key]``, rebuilt when the grads'
+    addresses or sizes change."""
+    ptrs = tuple(map(_data_ptr, grads))
+    numels = tuple(map(Tensor.numel, grads))
     tables = cache.get(key)
-    if tables is None or tables.signature != sig:
-        tables = cache[key] = build_tables(rows, chunk, sig)
+    if (tables is None or tables.key_ptrs != ptrs or tables.key_numels != numels
+            or tables.chunk != chunk):
+        tables = cache[key] = build_tables({ROW_GRAD: grads}, chunk)
+        tables.key_ptrs, tables.key_numels = ptrs, numels
     return tables
 
 
@@ -175,14 +205,26 @@ def bucket_tables(b, chunk: int) -> Tables:
     """The cached tables of a :class:`~fusedopt.backends.Bucket`: every stream it holds.
 
     One set of tables serves every kernel of the bucket (update, momentum, finish); they live in
-    ``b.cache``, which the optimizer keeps across steps.
+    ``b.cache``, which the optimizer keeps across steps (Note [table cache]).
     """
+    param_ptrs = tuple(map(_data_ptr, b.params))
+    grad_ptrs = tuple(map(_data_ptr, b.grads))
+    held = list(b.steps) + (b.masters or []) + [t for ts in b.states.values() for t in ts]
+    tables = b.cache.get("triton")
+    if (tables is not None and tables.key_ptrs == param_ptrs and tables.chunk == chunk
+            and len(tables.held) == len(held)
+            and all(map(operator.is_, tables.held, held))):
+        if tables.grad_ptrs != grad_ptrs:
+            tables.set_grads(grad_ptrs)
+        return tables
     rows = {ROW_PARAM: b.params, ROW_GRAD: b.grads, ROW_STEP: b.steps}
     if b.masters is not None:
         rows[ROW_MASTER] = b.masters
     for name, tensors in b.states.items():
         rows[STATE_ROWS[name]] = tensors
-    return cached_tables(b.cache, "triton", rows, chunk)
+    tables = b.cache["triton"] = build_tables(rows, chunk)
+    tables.key_ptrs, tables.grad_ptrs, tables.held = param_ptrs, grad_ptrs, held
+    return tables
 
 
 def lr_arguments(lr, stats: Tensor) -> tuple[float, Tensor, bool]:

@@ -20,15 +20,11 @@ import triton.language as tl
 
 from . import _common
 
-
 # Constants of the host module, as constexpr globals the kernels can read.
-SLOT_GRAD_SQ = tl.constexpr(_common.GRAD_SQ)
 SLOT_FOUND_INF = tl.constexpr(_common.FOUND_INF)
 SLOT_COEF = tl.constexpr(_common.COEF)
-SLOT_UPDATE_SQ = tl.constexpr(_common.UPDATE_SQ)
 SLOT_SCALE = tl.constexpr(_common.SCALE)
 SLOT_ABC = tl.constexpr(_common.ABC)
-SLOT_MOMENTUM_SQ = tl.constexpr(_common.MOMENTUM_SQ)
 ROW_PARAM = tl.constexpr(_common.ROW_PARAM)
 ROW_GRAD = tl.constexpr(_common.ROW_GRAD)
 ROW_STEP = tl.constexpr(_common.ROW_STEP)

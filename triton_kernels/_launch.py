@@ -94,6 +94,6 @@ def scratch_tables(like: C.Tables, n_tensors: int, numel: int) -> C.Tables:
     rows = {r: [torch.zeros(() if r == C.ROW_STEP else numel, dtype=dtype, device=device)
                 for _ in range(n_tensors)]
             for r, dtype in like.row_dtypes.items()}
-    tables = C.build_tables(rows, like.chunk, sig=())
+    tables = C.build_tables(rows, like.chunk)
     tables.owned = rows
     return tables

@@ -72,6 +72,7 @@ def _adagrad_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, 
                     HAS_WD: tl.constexpr, HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr,
                     TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                     BLOCK: tl.constexpr):
+    """One chunk of one tensor: its fp64 ``clr``, then its blocks (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     t = (tl.load(row_ptr(ptrs, ROW_STEP, n_tensors, tid, 0, tl.float32, False)) + 1.0)
     t = t.to(tl.float64)

@@ -146,6 +146,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
                  USE_ABC: tl.constexpr, HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr,
                  TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                  BLOCK: tl.constexpr):
+    """One chunk of one tensor: its fp64 step scalars, then its blocks (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     # Per-tensor scalars in fp64 (adam_step_scalars), from t = step + 1 (fp32, as torch).
     t = (tl.load(row_ptr(ptrs, ROW_STEP, n_tensors, tid, 0, tl.float32, False)) + 1.0)

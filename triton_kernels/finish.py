@@ -20,6 +20,7 @@ from ._device import ROW_STEP, SLOT_FOUND_INF, bind_helpers_for_interpreter, fix
 def _finish_kernel(ptrs, n_tensors, stats, partials, partials_stride, first_slot,
                    n_chunks, USE_PROLOGUE: tl.constexpr, ADVANCE_STEPS: tl.constexpr,
                    N_SUMS: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: advance every step count, then add N_SUMS rows of partials to stats."""
     keep = tl.full((), 1, tl.int1)
     if USE_PROLOGUE:
         keep = tl.load(stats + SLOT_FOUND_INF) == 0

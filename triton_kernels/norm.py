@@ -32,6 +32,7 @@ from ._launch import Launcher, chunk_size
 @triton.jit
 def _norm_block(offs, mask, g_ptr, inv, acc_sq, acc_bad, OP: tl.constexpr,
                 HAS_SCALE: tl.constexpr, MASKED: tl.constexpr):
+    """Add one block's ``(g * inv)^2`` and non-finite flags to the accumulators."""
     g = load_op(g_ptr, offs, mask, OP, MASKED)
     acc_bad = acc_bad | ~(tl.abs(g) < float("inf"))  # inf or nan (a masked lane reads 0)
     if HAS_SCALE:
@@ -44,6 +45,7 @@ def _norm_partials_kernel(ptrs, numels, chunks, n_tensors, n_chunks, scale_ptr, 
                           partials_stride, chunk_base, GRAD: tl.constexpr, OP: tl.constexpr,
                           HAS_SCALE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                           BLOCK: tl.constexpr):
+    """Stage 1: one chunk's partial sum of squares and non-finite flag, in its fixed slot."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
     inv = f64(1.0)
@@ -73,6 +75,7 @@ def _norm_finalize_kernel(stats, region, partials, partials_stride, n_partials, 
                           found_inf_ptr, max_norm: tl.float64, COMPUTE_NORM: tl.constexpr,
                           HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
                           HAS_CLIP: tl.constexpr, BLOCK: tl.constexpr):
+    """Stage 2 (one program): fixed-order sums, then the five slots of the region."""
     inv = f64(1.0)
     if HAS_SCALE:
         inv = div_rn(f64(1.0), tl.load(scale_ptr).to(tl.float64))
@@ -125,7 +128,7 @@ def grad_prologue_(grads: list[torch.Tensor], stats: torch.Tensor, *, region: in
             groups.setdefault(g.dtype, []).append(g)
     op = C.torch_to_triton_dtype(
         torch.float64 if torch.float64 in groups else torch.float32)
-    tables = {dt: C.cached_tables(cache, f"norm{region}:{dt}", {C.ROW_GRAD: gs}, chunk_size())
+    tables = {dt: C.grad_list_tables(cache, f"norm{region}:{dt}", gs, chunk_size())
               for dt, gs in groups.items()}
     n_partials = sum(t.n_chunks for t in tables.values())
     partials = cache.get(("partials", region))

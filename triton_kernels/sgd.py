@@ -73,6 +73,7 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
                 MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr, HAS_MASTER: tl.constexpr,
                 TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                 BLOCK: tl.constexpr):
+    """One chunk of one tensor: ``p <- p - s d`` (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     coef = f64(1.0)
     if USE_PROLOGUE:
@@ -111,6 +112,7 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
 @triton.jit
 def _momentum_block(offs, mask, g_ptr, m_ptr, coef, one_m_rho, rho, acc, OP: tl.constexpr,
                     USE_PROLOGUE: tl.constexpr, MASKED: tl.constexpr):
+    """Update one block of the momentum; add its squares to the accumulator."""
     g = load_op(g_ptr, offs, mask, OP, MASKED)
     m = load_op(m_ptr, offs, mask, OP, MASKED)
     m = momentum_update(m, g, coef, one_m_rho, rho, USE_PROLOGUE)
@@ -123,6 +125,7 @@ def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials,
                      GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
                      USE_PROLOGUE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                      BLOCK: tl.constexpr):
+    """One chunk of one tensor: the new momentum and its partial ``sum(m^2)``."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     coef = f64(1.0)
     if USE_PROLOGUE:
