@@ -43,8 +43,8 @@ LearningRate as_lr(double lr, uintptr_t lr_ptr, int lr_dtype) {
 }
 
 /// The int64 contents of a table (Note [device table]) as bytes, for torch.frombuffer.
-py::bytes table_bytes(const std::vector<int64_t>& numel, const std::vector<std::vector<int64_t>>& rows,
-                      int64_t chunk_size) {
+py::bytes table_bytes(const std::vector<int64_t>& numel,
+                      const std::vector<std::vector<int64_t>>& rows, int64_t chunk_size) {
   if (rows.size() != size_t(kNumRows)) {
     throw py::value_error("fusedopt: a table has " + std::to_string(kNumRows) + " rows");
   }

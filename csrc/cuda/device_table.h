@@ -7,7 +7,8 @@
 //
 //   [r * n, (r + 1) * n)        row r of kNumRows: a pointer (or a dtype code) per tensor
 //   [kNumRows * n, + n)         numel per tensor
-//   [(kNumRows + 1) * n, + n+1) first_chunk: tensor k owns chunks [first_chunk[k], first_chunk[k+1])
+//   [(kNumRows + 1) * n, + n+1) first_chunk: tensor k owns chunks
+//                               [first_chunk[k], first_chunk[k + 1])
 //   [(kNumRows + 2) * n + 1, + C) chunk_tensor: the tensor of each chunk
 //
 // Chunk c of tensor k covers elements [b, min(b + chunk_size, numel[k])) with

@@ -7,7 +7,8 @@
 namespace fusedopt::cuda {
 namespace {
 
-__global__ void __launch_bounds__(kFinishBlockSize) finish_kernel(const __grid_constant__ FinishArgs a) {
+__global__ void __launch_bounds__(kFinishBlockSize)
+    finish_kernel(const __grid_constant__ FinishArgs a) {
   if (a.use_prologue && a.stats[kSlotFoundInf] != 0.0) {
     return;  // the update was skipped: steps and sums stay as they were
   }

@@ -1,0 +1,236 @@
+"""Loads the CUDA kernels ``fusedopt._C_cuda`` on first use and keeps their device tables.
+
+Importing this module loads nothing: ``import fusedopt`` works on machines without CUDA
+(DESIGN.md §5); the compiled module is imported by :func:`native`, the first time a kernel runs.
+
+Note [device tables]: every launch reads one int64 table in device memory (pointers, sizes and
+the chunk list of a tensor list; layout in csrc/cuda/device_table.h) and writes per-chunk sums
+and per-tensor scalars to a device workspace. Both are built once per tensor list:
+
+* a bucket's table lives in ``bucket.tables`` (the optimizer hands over the same Bucket while
+  its tensors are unchanged) and in ``bucket.cache`` (kept across Bucket rebuilds, e.g. after
+  ``zero_grad(set_to_none=True)``, where new grads usually get the same addresses). A step
+  checks the params' ``data_ptr()`` signature (a param's storage can be swapped with
+  ``p.data = ...``), and on a new Bucket also the grads' and the identity of the state, step and
+  master tensors; a mismatch builds a new table. Steps with unchanged tensors do no host-to-device
+  copy, which is what CUDA-graph capture needs: building a table while the stream is capturing
+  raises instead of recording a copy from host memory into the graph.
+* the norm pass's table of a grad list is kept per (optimizer stats buffer, region), until the
+  grads' signature changes or the optimizer is freed.
+
+The memory a captured graph reads (tables, workspaces) stays alive as long as its entry: a
+graph must be re-captured after anything that rebuilds the tables (new params, a loaded
+state_dict), as it must after any change of the tensors it was captured with.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import operator
+import weakref
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._native import DTYPE_CODES, STATE_SLOTS
+from .backends.bucket import Bucket
+
+_MODULE = "fusedopt._C_cuda"
+_module: ModuleType | None = None
+_data_ptr = Tensor.data_ptr
+
+
+def is_built() -> bool:
+    """Whether the CUDA module was built into this install (checked without loading it)."""
+    return importlib.util.find_spec(_MODULE) is not None
+
+
+def native() -> ModuleType:
+    """The compiled CUDA module, imported on first use (ImportError says why it cannot be)."""
+    global _module
+    if _module is None:
+        _module = importlib.import_module(_MODULE)
+    return _module
+
+
+def stream_handle(device: torch.device) -> int:
+    """The raw ``cudaStream_t`` of torch's current stream on ``device`` (kernels run there)."""
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _check_not_capturing(what: str) -> None:
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            f"fusedopt: the {what} changed while a CUDA graph is being captured; run one eager "
+            "step with the same tensors before capturing (Note [device tables] in "
+            "fusedopt._native_cuda)")
+
+
+def _upload(table: bytes, device: torch.device) -> Tensor:
+    """The int64 table on ``device``: an asynchronous copy from pinned memory (no host sync;
+    torch keeps the pinned buffer until the copy has run)."""
+    host = torch.frombuffer(bytearray(table), dtype=torch.int64)
+    out = torch.empty(host.numel(), dtype=torch.int64, device=device)
+    if host.numel():
+        out.copy_(host.pin_memory(), non_blocking=True)
+    return out
+
+
+def _workspace(n_chunks: int, n_tensors: int, device: torch.device) -> tuple[Tensor, int, int]:
+    """fp64 scratch of the passes over one table: per-chunk sums then per-tensor scalars.
+    Returns (tensor, partials pointer, scalars pointer)."""
+    C = native()
+    n_partials = C.MAX_SUMS_PER_CHUNK * n_chunks
+    ws = torch.empty(max(1, n_partials + C.MAX_SCALARS_PER_TENSOR * n_tensors),
+                     dtype=torch.float64, device=device)
+    return ws, ws.data_ptr(), ws.data_ptr() + 8 * n_partials
+
+
+@dataclass
+class _Entry:
+    """One uploaded table with its workspace (Note [device tables]); holds the memory."""
+
+    handle: Any  # _C_cuda.Table: the raw pointers the launches take
+    table: Tensor
+    workspace: Tensor
+    param_ptrs: tuple[int, ...]
+    grad_ptrs: tuple[int, ...]
+    owned: list[list[Tensor]]
+
+
+def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
+    lists = [b.steps] + [b.states.get(k, []) for k in slots]
+    if b.masters is not None:
+        lists.append(b.masters)
+    return lists
+
+
+def _same_objects(a: list[list[Tensor]], b: list[list[Tensor]]) -> bool:
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(map(operator.is_, x, y)) for x, y in zip(a, b))
+
+
+def _default_state_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
+def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None, param_ptrs, grad_ptrs
+           ) -> _Entry:
+    C = native()
+    rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
+    rows[C.ROWS["param"]] = list(param_ptrs)
+    rows[C.ROWS["grad"]] = list(grad_ptrs)
+    if b.masters is not None:
+        rows[C.ROWS["master"]] = [_data_ptr(m) for m in b.masters]
+    for s, key in enumerate(slots):
+        if key in b.states:
+            rows[C.ROWS["state0"] + s] = [_data_ptr(t) for t in b.states[key]]
+    rows[C.ROWS["step"]] = [_data_ptr(s) for s in b.steps]
+    numel = [p.numel() for p in b.params]
+    size = C.CHUNK_SIZE if chunk_size is None else chunk_size
+    device = b.device
+    table = _upload(C.table_bytes(numel, rows, size), device)
+    n_chunks = C.num_chunks(numel, size)
+    ws, partials, scalars = _workspace(n_chunks, len(numel), device)
+    state_dtype = b.state_dtype or _default_state_dtype(b.param_dtype)
+    handle = C.Table(table.data_ptr(), len(numel), n_chunks, size, partials, scalars,
+                     DTYPE_CODES[b.param_dtype], DTYPE_CODES[b.grad_dtype],
+                     DTYPE_CODES[state_dtype], b.masters is not None, device_index(device))
+    return _Entry(handle, table, ws, param_ptrs, grad_ptrs, _owned(b, slots))
+
+
+def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
+    """The ``_C_cuda.Table`` of bucket ``b`` for table kind ``kind`` (a key of
+    :data:`fusedopt._native.STATE_SLOTS`), built once per tensor signature (Note [device
+    tables]). ``chunk_size`` (a multiple of 4) overrides the default for tests."""
+    key = ("cuda", kind, chunk_size)
+    param_ptrs = tuple(map(_data_ptr, b.params))
+    entry = b.tables.get(key)
+    if entry is not None and entry.param_ptrs == param_ptrs:
+        return entry.handle
+    slots = STATE_SLOTS[kind]
+    grad_ptrs = tuple(map(_data_ptr, b.grads))
+    entry = b.cache.get(key)
+    if (entry is None or entry.param_ptrs != param_ptrs or entry.grad_ptrs != grad_ptrs
+            or not _same_objects(entry.owned, _owned(b, slots))):
+        _check_not_capturing("tensors of a bucket")
+        entry = _build(b, slots, chunk_size, param_ptrs, grad_ptrs)
+        b.cache[key] = entry
+    b.tables[key] = entry
+    return entry.handle
+
+
+@dataclass
+class _GradEntry:
+    handle: Any
+    table: Tensor
+    workspace: Tensor
+    ptrs: tuple[int, ...]
+    opmath64: bool
+
+
+#: the norm pass's grad tables, per (id of an optimizer's stats buffer, region); an entry is
+#: dropped when its stats buffer is freed (weakref.finalize), so ids are never confused
+_GRAD_TABLES: dict[tuple[int, int], _GradEntry] = {}
+
+
+def _build_grads(grads: list[Tensor], ptrs: tuple[int, ...], device: torch.device,
+                 chunk_size: int | None) -> _GradEntry:
+    C = native()
+    rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
+    rows[C.ROWS["grad"]] = list(ptrs)
+    rows[C.ROWS["dtype"]] = [DTYPE_CODES[g.dtype] for g in grads]
+    numel = [g.numel() for g in grads]
+    size = C.CHUNK_SIZE if chunk_size is None else chunk_size
+    table = _upload(C.table_bytes(numel, rows, size), device)
+    n_chunks = C.num_chunks(numel, size)
+    ws, partials, scalars = _workspace(n_chunks, len(numel), device)
+    dtype = DTYPE_CODES[torch.float32]
+    handle = C.Table(table.data_ptr(), len(numel), n_chunks, size, partials, scalars, dtype,
+                     dtype, dtype, False, device_index(device))
+    opmath64 = any(g.dtype == torch.float64 for g in grads)
+    return _GradEntry(handle, table, ws, ptrs, opmath64)
+
+
+def grad_table(grads: list[Tensor], stats: Tensor, region: int,
+               chunk_size: int | None = None) -> tuple[Any, bool]:
+    """(``_C_cuda.Table`` of ``grads``, opmath64) for the norm pass writing region ``region``
+    of ``stats`` (Note [device tables])."""
+    key = (id(stats), region)
+    ptrs = tuple(map(_data_ptr, grads))
+    entry = _GRAD_TABLES.get(key)
+    if entry is not None and entry.ptrs == ptrs:
+        return entry.handle, entry.opmath64
+    _check_not_capturing("grads of the norm pass")
+    if entry is None:
+        weakref.finalize(stats, _GRAD_TABLES.pop, key, None)
+    entry = _GRAD_TABLES[key] = _build_grads(grads, ptrs, stats.device, chunk_size)
+    return entry.handle, entry.opmath64
+
+
+_EMPTY: dict[int, _GradEntry] = {}
+
+
+def empty_table(device: torch.device) -> Any:
+    """A table over no tensors: the norm pass without a norm (only its finish kernel runs)."""
+    index = device_index(device)
+    if index not in _EMPTY:
+        _EMPTY[index] = _build_grads([], (), device, None)
+    return _EMPTY[index].handle
+
+
+def lr_args(lr: float | Tensor) -> tuple[float, int, int]:
+    """(value, device pointer, dtype code) of a float or one-element fp32/fp64 tensor lr. A CPU
+    tensor lr (allowed with CUDA params) is read here: host memory, no device sync."""
+    if isinstance(lr, Tensor):
+        if lr.device.type == "cpu":
+            return float(lr), 0, 0
+        return 0.0, lr.data_ptr(), DTYPE_CODES[lr.dtype]
+    return float(lr), 0, 0

@@ -1,0 +1,113 @@
+"""The ``cuda`` backend: the kernel contract (:mod:`fusedopt.backends`) run by the CUDA kernels.
+
+Each contract function is one call into ``fusedopt._C_cuda`` with the bucket's device table
+(:func:`fusedopt._native_cuda.bucket_table`, Note [device tables]): a persistent-grid launch over
+every chunk of the bucket (csrc/cuda/), a one-block launch that finishes it (step counts, the
+fixed-order sums; Note [finish] in csrc/cuda/finish.cuh) and, for Adam and Adagrad, a small
+launch before it for the per-tensor scalars. The skip on inf/nan, the gradient coefficient, the
+lr and the step counts are read on the device, so no call reads a device value on the host and
+a whole step can be captured in a CUDA graph. Kernels run on torch's current stream.
+
+The math is csrc/math/*.h, shared with the CPU core, in the operation order of
+:mod:`fusedopt.reference`, compiled without FMA contraction (Note [CUDA numerics] in
+csrc/cuda/CMakeLists.txt). tests/test_cuda_backend.py holds it to the reference's error budget.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _native_cuda
+from ..reference.adam_family import VARIANTS, AdamHyper
+from .bucket import Bucket
+
+NAME = "cuda"
+
+#: Adam variant codes of csrc/cuda/api.h (AdamVariant): the index in VARIANTS.
+VARIANT_CODES = {name: code for code, name in enumerate(VARIANTS)}
+
+#: Set once tests/test_cuda_backend.py has passed on a GPU: until then "auto" does not pick
+#: this backend and backend="cuda" is refused (the kernels are compile-checked only).
+_VERIFIED = False
+
+
+def availability() -> tuple[bool, str]:
+    """(True, architectures) when ``fusedopt._C_cuda`` is built, loads and a CUDA device is
+    present, else (False, why). Loads the module only when a device is present."""
+    if not _native_cuda.is_built():
+        return False, ("fusedopt._C_cuda was not built (nvcc was not found when fusedopt was "
+                       "installed, or FUSEDOPT_CUDA=off)")
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    if not _VERIFIED:
+        return False, "built, not yet validated on a GPU (tests/test_cuda_backend.py)"
+    try:
+        info = _native_cuda.native().build_info()
+    except ImportError as exc:
+        return False, f"fusedopt._C_cuda could not be imported: {exc}"
+    return True, f"CUDA kernels (nvcc {info['nvcc']}, {info['archs']})"
+
+
+def supports(device: torch.device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def _as_fp32(t: Tensor | None) -> Tensor | None:
+    """A loss scale or found_inf flag as an fp32 device tensor (the kernels read it through a
+    pointer)."""
+    return t if t is None or t.dtype == torch.float32 else t.to(torch.float32)
+
+
+def grad_prologue_(grads: list[Tensor], stats: Tensor, *, region: int,
+                   grad_scale: Tensor | None, found_inf: Tensor | None,
+                   max_norm: float | None, compute_norm: bool) -> None:
+    """Norm pass over ``grads`` writing ``stats[region:region+5]`` (contract)."""
+    if compute_norm:
+        table, opmath64 = _native_cuda.grad_table(grads, stats, region)
+    else:
+        table, opmath64 = _native_cuda.empty_table(stats.device), False
+    scale, inf = _as_fp32(grad_scale), _as_fp32(found_inf)
+    _native_cuda.native().grad_prologue(
+        table, stats.data_ptr(), region, scale.data_ptr() if scale is not None else 0,
+        inf.data_ptr() if inf is not None else 0, -1.0 if max_norm is None else float(max_norm),
+        compute_norm, opmath64, _native_cuda.stream_handle(stats.device))
+
+
+def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: bool,
+               use_abc: bool, telemetry: bool) -> None:
+    """Adam-family update of bucket ``b`` (contract)."""
+    table = _native_cuda.bucket_table(b, "adam")
+    lr_value, lr_ptr, lr_dtype = _native_cuda.lr_args(lr)
+    _native_cuda.native().adam_step(
+        table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, hp.beta1, hp.beta2, hp.eps,
+        hp.weight_decay, VARIANT_CODES[hp.variant], hp.decay == "coupled", hp.bias_correction,
+        use_prologue, use_abc, telemetry, _native_cuda.stream_handle(stats.device))
+
+
+def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
+                  weight_decay: float, use_prologue: bool, telemetry: bool) -> None:
+    """Coordinate-wise Adagrad update of bucket ``b`` (contract)."""
+    table = _native_cuda.bucket_table(b, "adagrad")
+    lr_value, lr_ptr, lr_dtype = _native_cuda.lr_args(lr)
+    _native_cuda.native().adagrad_step(
+        table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, float(lr_decay), float(eps),
+        float(weight_decay), use_prologue, telemetry, _native_cuda.stream_handle(stats.device))
+
+
+def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
+              telemetry: bool) -> None:
+    """``p <- p - stats[SCALE] * d`` along the grad or the momentum (contract)."""
+    if direction not in ("grad", "momentum"):
+        raise ValueError(f"fusedopt cuda backend: direction must be 'grad' or 'momentum', "
+                         f"got {direction!r}")
+    table = _native_cuda.bucket_table(b, "sgd")
+    _native_cuda.native().sgd_step(table, stats.data_ptr(), direction == "momentum",
+                                   use_prologue, telemetry,
+                                   _native_cuda.stream_handle(stats.device))
+
+
+def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool) -> None:
+    """NSGDm's momentum pass, adding ``sum(m_new^2)`` to ``stats[MOMENTUM_SQ]`` (contract)."""
+    table = _native_cuda.bucket_table(b, "sgd")
+    _native_cuda.native().momentum_step(table, stats.data_ptr(), float(rho), use_prologue,
+                                        _native_cuda.stream_handle(stats.device))
