@@ -11,7 +11,8 @@ Numerics rules every kernel follows (DESIGN.md §4, "math once"):
   rejects for its 1-element arrays (triton-lang/triton#9171); ``while`` conditions go through
   ``bool()``, which works, and compile to the same scf loop on a GPU.
 * Hyperparameters arrive as ``tl.float64`` scalars and per-step scalars are computed in fp64, as
-  the reference computes them, then cast to opmath once.
+  the reference computes them, then cast to opmath once. Integer sizes and slot indices are
+  ``do_not_specialize`` (Triton would otherwise compile a variant per "== 1" / "% 16 == 0").
 """
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def _adagrad_block(offs, mask, p_ptr, g_ptr, s_ptr, master_ptr, coef, wd, clr, e
     return acc_update, acc_param, acc_grad
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_chunks", "partials_stride"])
 def _adagrad_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, partials_stride,
                     lr_ptr, lr: tl.float64, lr_decay: tl.float64, eps: tl.float64,
                     weight_decay: tl.float64, PARAM: tl.constexpr, GRAD: tl.constexpr,

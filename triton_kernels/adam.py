@@ -137,7 +137,7 @@ def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, co
     return acc_update, acc_param, acc_grad
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_chunks", "partials_stride"])
 def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, partials_stride,
                  lr_ptr, lr: tl.float64, beta1: tl.float64, beta2: tl.float64, eps: tl.float64,
                  weight_decay: tl.float64, PARAM: tl.constexpr, GRAD: tl.constexpr,

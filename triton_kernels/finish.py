@@ -16,7 +16,7 @@ from . import _common as C
 from ._device import ROW_STEP, SLOT_FOUND_INF, bind_helpers_for_interpreter, fixed_order_sum
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "partials_stride", "first_slot", "n_chunks"])
 def _finish_kernel(ptrs, n_tensors, stats, partials, partials_stride, first_slot,
                    n_chunks, USE_PROLOGUE: tl.constexpr, ADVANCE_STEPS: tl.constexpr,
                    N_SUMS: tl.constexpr, BLOCK: tl.constexpr):

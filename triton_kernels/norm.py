@@ -40,7 +40,7 @@ def _norm_block(offs, mask, g_ptr, inv, acc_sq, acc_bad, OP: tl.constexpr,
     return acc_sq + masked_square(g, mask, MASKED), acc_bad
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_chunks", "partials_stride", "chunk_base"])
 def _norm_partials_kernel(ptrs, numels, chunks, n_tensors, n_chunks, scale_ptr, partials,
                           partials_stride, chunk_base, GRAD: tl.constexpr, OP: tl.constexpr,
                           HAS_SCALE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
@@ -70,7 +70,7 @@ def _norm_partials_kernel(ptrs, numels, chunks, n_tensors, n_chunks, scale_ptr, 
     tl.store(partials + partials_stride + slot, tl.max(acc_bad.to(tl.float64), axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["region", "partials_stride", "n_partials"])
 def _norm_finalize_kernel(stats, region, partials, partials_stride, n_partials, scale_ptr,
                           found_inf_ptr, max_norm: tl.float64, COMPUTE_NORM: tl.constexpr,
                           HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,

@@ -67,7 +67,7 @@ def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_upd
     return acc_update, acc_param, acc_grad
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_chunks", "partials_stride"])
 def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, partials_stride,
                 PARAM: tl.constexpr, GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
                 MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr, HAS_MASTER: tl.constexpr,
@@ -120,7 +120,7 @@ def _momentum_block(offs, mask, g_ptr, m_ptr, coef, one_m_rho, rho, acc, OP: tl.
     return acc + masked_square(m, mask, MASKED)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_chunks"])
 def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, rho: tl.float64,
                      GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
                      USE_PROLOGUE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
