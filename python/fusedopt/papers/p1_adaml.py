@@ -156,8 +156,9 @@ def run(*, backend: str = "auto", fast: bool = False) -> Report:
         "That removes the need for a decay schedule but also turns Adam's linear rate into a "
         "slower one near the minimum, which is what the tables show.",
         "The 'additive' term a = eps * sqrt(l) (eps 1e-8) only matters once (1 - beta2) g^2 "
-        "falls below it, i.e. very close to the minimum, so AdamL additive follows Adam and "
-        "EAdam (which adds eps to v) step for step on these problems.",
+        "falls below it, i.e. very close to the minimum, so on the test functions AdamL "
+        "additive needs the same number of steps to TOL as Adam and EAdam (which adds eps to "
+        "v); on the network the three differ slightly (table above).",
         "f* = 'auto' estimates f* as 0.9 x the best smoothed loss. For a loss that becomes "
         "negative (Styblinski-Tang, f* = -78.3) that estimate lies above the best loss, the gap "
         "is clamped to 1e-12 and c is pinned to 1 (gap_1 is clamped too) or to c_min: on "

@@ -130,11 +130,14 @@ def run(*, backend: str = "auto", fast: bool = False) -> Report:
         "Clip-SGD and SGD would all reduce to SGD with a constant step).",
         _floor_note(dro),
     ]
-    edge = [f"{n} ({dro['best'][n]:g})" for n in METHODS
-            if dro["best"][n] in (dro["grid"][n][0], dro["grid"][n][-1])]
+    n_eval = len(dro["finals"]["SGD"])
+    edge = [f"{n} ({dro['best'][n]:g}" + (f"; it diverged on {data['dro_diverged'][n]} of "
+                                          f"{n_eval} evaluation seeds)"
+                                          if data["dro_diverged"][n] else ")")
+            for n in METHODS if dro["best"][n] in (dro["grid"][n][0], dro["grid"][n][-1])]
     if edge:
         notes.append("DRO learning rates chosen at an edge of their grid (a wider grid might "
-                     "do better): " + ", ".join(edge) + ".")
+                     "do better unless the runs already diverge): " + ", ".join(edge) + ".")
     fig = _plot(pr_res, dro)
     return Report(NAME, "p5", TITLE, setup, claims, tables, notes, backend=pr_res["backend"],
                   fast=fast, seconds=seconds, load=load, figure=fig, data=data)
@@ -239,7 +242,8 @@ def _analyse(pr_res: dict, dro: dict) -> tuple[list[Claim], list[Table], dict]:
                  ", ".join(f"{lr:g}: {fmt(dro['tuning'][(n, lr)], 5)}" for lr in dro["grid"][n])]
                 for n in METHODS])
     data = {"to_floor": to_floor, "pr_final": finals, "ian_first": first,
-            "dro_final": dro_final, "dro_se": dro_se, "psi_star": psi_star, "f_star": f_star}
+            "dro_final": dro_final, "dro_se": dro_se, "dro_diverged": diverged,
+            "psi_star": psi_star, "f_star": f_star}
     return claims, [t1, t2], data
 
 
