@@ -159,11 +159,11 @@ def run(*, backend: str = "auto", fast: bool = False) -> Report:
         "falls below it, i.e. very close to the minimum, so on the test functions AdamL "
         "additive needs the same number of steps to TOL as Adam and EAdam (which adds eps to "
         "v); on the network the three differ slightly (table above).",
-        "f* = 'auto' estimates f* as 0.9 x the best smoothed loss. For a loss that becomes "
-        "negative (Styblinski-Tang, f* = -78.3) that estimate lies above the best loss, the gap "
-        "is clamped to 1e-12 and c is pinned to 1 (gap_1 is clamped too) or to c_min: on "
-        "Styblinski-Tang AdamL gap (f* auto) runs exactly like Adam. Reported to the lead as "
-        "an issue of the reading (reference/adaml.py), not of the kernels.",
+        "f* = 'auto' estimates f* as b - 0.1 |b|, b the best smoothed loss so far (below b "
+        "whatever its sign). Styblinski-Tang starts at (0, 0) where the loss is exactly 0: the "
+        "first gap is then the clamp 1e-12, every later gap is larger, c is pinned to 1 and "
+        "AdamL gap (f* auto) runs exactly like Adam there. (An earlier estimate, 0.9 b, lay "
+        "above b for negative losses; fixed in reference/adaml.py.)",
     ]
     edge = [f"{n} ({r['lr']:g})" for n, r in net.items() if r["lr"] in (n_lrs[0], n_lrs[-1])]
     if edge and len(n_lrs) > 1:

@@ -10,7 +10,9 @@ and satisfied: the step depends on the loss gap ``l = f(x) - f*``; a large gap g
 a small gap cautious ones; f* is given or estimated on the fly; no manual LR decay is needed.
 
     Lbar_t = bias-corrected EMA of the passed loss (beta_L = 0.9)
-    f*_t   = f_star if given, else (1 - rho) * min_{s <= t} Lbar_s          (rho = 0.1)
+    f*_t   = f_star if given, else b_t - rho |b_t|, b_t = min_{s <= t} Lbar_s  (rho = 0.1)
+             (ALGORITHMS.md §3.1 writes (1 - rho) b_t, the same for b_t >= 0; for a negative
+             best loss that would lie above it, against §3.1's "never above the best loss")
     l_t    = max(Lbar_t - f*_t, 1e-12)
     "gap":      c = clamp((l_t / l_1)^gamma, c_min, 1),  a = 0,  b = eps     (gamma 0.5, c_min 1e-3)
     "additive": a = eps_l * l_t^gamma,  b = 0,  c = 1                        (gamma = 0: EAdam)
@@ -53,8 +55,8 @@ def advance_adaml_state(
     ema = state["loss_ema"] * LOSS_EMA_BETA + safe_loss * (1.0 - LOSS_EMA_BETA)
     smoothed = ema / (1.0 - torch.pow(torch.full_like(count, LOSS_EMA_BETA), count))
     best = torch.minimum(state["best"], smoothed)
-    if f_star is None:
-        fstar = (1.0 - AUTO_FSTAR_MARGIN) * best
+    if f_star is None:  # below the best smoothed loss by 10% of its size, whatever its sign
+        fstar = best - AUTO_FSTAR_MARGIN * torch.abs(best)
     else:
         fstar = torch.full_like(best, f_star)
     gap = torch.clamp(smoothed - fstar, min=TINY_GAP)
