@@ -69,7 +69,12 @@ py::dict build_info() {
 
 }  // namespace
 
-PYBIND11_MODULE(_C_cuda, m) {
+// The emulation build (Note [CUDA emulation]) names the module _C_cuda_emulated.
+#ifndef FUSEDOPT_CUDA_MODULE_NAME
+#define FUSEDOPT_CUDA_MODULE_NAME _C_cuda
+#endif
+
+PYBIND11_MODULE(FUSEDOPT_CUDA_MODULE_NAME, m) {
   m.doc() = "fusedopt CUDA kernels; see python/fusedopt/_native_cuda.py";
 
   m.def("table_bytes", &table_bytes, py::arg("numel"), py::arg("rows"),
@@ -81,7 +86,9 @@ PYBIND11_MODULE(_C_cuda, m) {
         },
         py::arg("numel"), py::arg("chunk_size") = kChunkSize);
 
-  py::class_<Table>(m, "Table", "Device pointers of one uploaded table and its workspace.")
+  // module_local: the emulation build may be loaded next to the real module (tests).
+  py::class_<Table>(m, "Table", py::module_local(),
+                    "Device pointers of one uploaded table and its workspace.")
       .def(py::init([](uintptr_t table, int64_t n_tensors, int64_t n_chunks, int64_t chunk_size,
                        uintptr_t partials, uintptr_t scalars, int param_dtype, int grad_dtype,
                        int state_dtype, bool master, int device) {

@@ -36,8 +36,8 @@ struct NormOp {
   static constexpr int kSums = kNormSums;
   static constexpr int kWidth = vector_width<T>();  // grads of any dtype at most as wide as T
   T inv;
-  DType dtype;
-  const void* g;
+  DType dtype = DType::kFloat32;  // of the current tensor (begin_tensor)
+  const void* g = nullptr;        // its chunk (begin_chunk)
 
   __device__ explicit NormOp(const NormArgs& a)
       : inv(T(a.grad_scale != nullptr ? 1.0 / double(*a.grad_scale) : 1.0)) {}

@@ -1,18 +1,24 @@
 // Host-side launch helpers shared by the .cu files: the device guard, the persistent grid size
-// and the launch error check. Nothing here synchronizes with the device.
+// and the one launch function every kernel goes through. Nothing here synchronizes with the
+// device. The emulation build (Note [CUDA emulation]) swaps the CUDA runtime parts for the
+// CPU emulator's.
 #pragma once
 
-#include <cuda_runtime.h>
-
-#include <atomic>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 #include "cuda/api.h"
 #include "cuda/device_table.h"
 #include "cuda/launch_config.h"
 #include "cuda/multi_tensor_apply.cuh"
+
+#ifdef FUSEDOPT_CUDA_EMULATION
+#include "cuda/emulation/launch_emulated.h"
+#else
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
 
 namespace fusedopt::cuda {
 
@@ -48,12 +54,6 @@ class DeviceGuard {
   int device_ = 0;
 };
 
-inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
-inline TableView view_of(const Table& t) {
-  return {t.table, TableLayout{t.n_tensors, t.n_chunks, t.chunk_size}};
-}
-
 /// Blocks of the persistent grid for kernel kKernel launched with kThreads threads on `device`
 /// (Note [persistent grid]). The occupancy query runs once per kernel (all devices of a process
 /// are assumed to share an architecture); the SM count is read per call (a cached attribute).
@@ -72,18 +72,26 @@ int64_t grid_for(int device, int64_t n_chunks) {
   return persistent_grid(n_chunks, sms, per_sm);
 }
 
+/// Enqueue kKernel<<<grid, kThreads, 0, stream>>>(args) and throw if the launch failed (a
+/// configuration error, reported without a sync).
+template <auto kKernel, int kThreads, class Args>
+void launch_kernel(int64_t grid, uintptr_t stream, const Args& args, const char* name) {
+  kKernel<<<unsigned(grid), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(args);
+  check_cuda(cudaGetLastError(), name);
+}
+
+}  // namespace fusedopt::cuda
+#endif  // FUSEDOPT_CUDA_EMULATION
+
+namespace fusedopt::cuda {
+
+inline TableView view_of(const Table& t) {
+  return {t.table, TableLayout{t.n_tensors, t.n_chunks, t.chunk_size}};
+}
+
 /// Blocks of kFinishBlockSize threads for a one-thread-per-tensor launch (at least one).
 inline int64_t scalar_grid(int64_t n_tensors) {
   return n_tensors / kFinishBlockSize + 1;
-}
-
-/// Enqueue kKernel<<<grid, kThreads, 0, stream>>>(args) and throw if the launch failed (a
-/// configuration error, reported without a sync). Every launch of the CUDA core goes through
-/// here.
-template <auto kKernel, int kThreads, class Args>
-void launch_kernel(int64_t grid, uintptr_t stream, const Args& args, const char* name) {
-  kKernel<<<unsigned(grid), kThreads, 0, as_stream(stream)>>>(args);
-  check_cuda(cudaGetLastError(), name);
 }
 
 }  // namespace fusedopt::cuda
