@@ -166,3 +166,42 @@ def check_skip_leaves_everything(algo: str, *, device: str) -> None:
         assert torch.equal(p, b)
         for k, v in opt.state[p].items():
             assert torch.equal(v, states[id(p)][k]), k
+
+
+def check_compiled_step(*, device: str) -> None:
+    """torch.compile(fullgraph=True) of forward + backward + step (a graph break would raise):
+    the step runs through the fusedopt custom ops into the cuda backend, and the params follow
+    the eager run to a few ulps (inductor computes its own grads); step counts are equal."""
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                   torch.nn.Linear(16, 2)).to(device)
+
+    def step_fn(m, opt):
+        def train_step(x, y):
+            loss = torch.nn.functional.mse_loss(m(x), y)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        return train_step
+
+    eager_m, compiled_m = model(), model()
+    kw = dict(lr=1e-2, max_grad_norm=0.5, telemetry=True, backend="cuda")
+    eager_opt = fusedopt.AdamW(eager_m.parameters(), **kw)
+    compiled_opt = fusedopt.AdamW(compiled_m.parameters(), **kw)
+    eager = step_fn(eager_m, eager_opt)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        compiled = torch.compile(step_fn(compiled_m, compiled_opt), fullgraph=True)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            x, y = torch.randn(4, 8, generator=gen).to(device), torch.randn(4, 2, generator=gen)
+            eager_opt.zero_grad()
+            compiled_opt.zero_grad()
+            eager(x, y.to(device))
+            compiled(x, y.to(device))
+    tol = 32 * torch.finfo(torch.float32).eps
+    for p, q in zip(eager_m.parameters(), compiled_m.parameters()):
+        torch.testing.assert_close(q, p, rtol=tol, atol=tol)
+        assert torch.equal(eager_opt.state[p]["step"], compiled_opt.state[q]["step"])
+    assert float(compiled_opt.state[next(compiled_m.parameters())]["step"]) == 4.0

@@ -195,39 +195,4 @@ def test_no_host_sync_in_step():
 
 # ------------------------------------------------------------------------------ torch.compile
 def test_compiled_training_step_fullgraph():
-    """torch.compile(fullgraph=True) of forward + backward + step: no graph break, and the
-    optimizer state follows the eager run to a few ulps (inductor computes its own grads)."""
-    def model():
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
-                                   torch.nn.Linear(16, 2)).to(DEVICE)
-
-    def step_fn(m, opt):
-        def train_step(x, y):
-            loss = torch.nn.functional.mse_loss(m(x), y)
-            loss.backward()
-            opt.step()
-            return loss.detach()
-        return train_step
-
-    eager_m, compiled_m = model(), model()
-    eager_opt = fusedopt.AdamW(eager_m.parameters(), lr=1e-2, max_grad_norm=0.5,
-                               backend="cuda")
-    compiled_opt = fusedopt.AdamW(compiled_m.parameters(), lr=1e-2, max_grad_norm=0.5,
-                                  backend="cuda")
-    eager = step_fn(eager_m, eager_opt)
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(trace_autograd_ops=True):
-        compiled = torch.compile(step_fn(compiled_m, compiled_opt), fullgraph=True)
-        gen = torch.Generator(device=DEVICE).manual_seed(1)
-        for _ in range(4):
-            x = torch.randn(4, 8, device=DEVICE, generator=gen)
-            y = torch.randn(4, 2, device=DEVICE, generator=gen)
-            eager_opt.zero_grad()
-            compiled_opt.zero_grad()
-            eager(x, y)
-            compiled(x, y)
-    tol = 32 * torch.finfo(torch.float32).eps
-    for p, q in zip(eager_m.parameters(), compiled_m.parameters()):
-        torch.testing.assert_close(q, p, rtol=tol, atol=tol)
-        assert torch.equal(eager_opt.state[p]["step"], compiled_opt.state[q]["step"])
+    checks.check_compiled_step(device=DEVICE)

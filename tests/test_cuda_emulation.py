@@ -114,3 +114,7 @@ def test_misaligned_views_take_the_element_path():
                                   "nsgdm"])
 def test_skip_on_inf_leaves_everything(algo):
     checks.check_skip_leaves_everything(algo, device=DEVICE)
+
+
+def test_compiled_training_step_fullgraph():
+    checks.check_compiled_step(device=DEVICE)

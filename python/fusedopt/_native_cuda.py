@@ -16,7 +16,10 @@ and per-tensor scalars to a device workspace. Both are built once per tensor lis
   copy, which is what CUDA-graph capture needs: building a table while the stream is capturing
   raises instead of recording a copy from host memory into the graph.
 * the norm pass's table of a grad list is kept per (optimizer stats buffer, region), until the
-  grads' signature changes or the optimizer is freed.
+  grads' signature changes or the optimizer is freed. The optimizer's cached plan passes the
+  same list object while its grads are the same objects: then nothing is checked (the entry
+  keeps that list, which the plan keeps alive anyway); any other list is checked by its
+  ``data_ptr()`` signature.
 
 The memory a captured graph reads (tables, workspaces) stays alive as long as its entry: a
 graph must be re-captured after anything that rebuilds the tables (new params, a loaded
@@ -174,6 +177,7 @@ class _GradEntry:
     workspace: Tensor
     ptrs: tuple[int, ...]
     opmath64: bool
+    grads: list[Tensor] | None = None  # the list object last seen (the optimizer's plan)
 
 
 #: the norm pass's grad tables, per (id of an optimizer's stats buffer, region); an entry is
@@ -204,14 +208,19 @@ def grad_table(grads: list[Tensor], stats: Tensor, region: int,
     """(``_C_cuda.Table`` of ``grads``, opmath64) for the norm pass writing region ``region``
     of ``stats`` (Note [device tables])."""
     key = (id(stats), region)
-    ptrs = tuple(map(_data_ptr, grads))
     entry = _GRAD_TABLES.get(key)
+    if entry is not None and grads is entry.grads:
+        # the optimizer's cached plan hands the same list while its grads are the same objects
+        return entry.handle, entry.opmath64
+    ptrs = tuple(map(_data_ptr, grads))
     if entry is not None and entry.ptrs == ptrs:
+        entry.grads = grads
         return entry.handle, entry.opmath64
     _check_not_capturing("grads of the norm pass")
     if entry is None:
         weakref.finalize(stats, _GRAD_TABLES.pop, key, None)
     entry = _GRAD_TABLES[key] = _build_grads(grads, ptrs, stats.device, chunk_size)
+    entry.grads = grads
     return entry.handle, entry.opmath64
 
 
