@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .prologue import ieee_sqrt
+
 
 def adagrad_clr(step: Tensor, lr: float | Tensor, lr_decay: float) -> Tensor:
     """fp64 0-d ``lr / (1 + (t - 1) * lr_decay)`` for the incremented step ``t``."""
@@ -37,7 +39,7 @@ def adagrad_update(
     if weight_decay != 0.0:
         g = g + p * weight_decay
     s = s + g * g
-    p = p - (clr.to(op) * g) / (torch.sqrt(s) + eps)
+    p = p - (clr.to(op) * g) / (ieee_sqrt(s) + eps)
     return p, s
 
 

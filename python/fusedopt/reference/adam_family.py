@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .prologue import ieee_sqrt
+
 VARIANTS = ("adam", "amsgrad", "adabelief", "eadam", "rmsprop", "yogi")
 DECAY_MODES = ("decoupled", "coupled")
 
@@ -143,10 +145,10 @@ def adam_family_update(
     else:
         vd = v
     if b is not None:
-        denom = torch.sqrt(vd) / bc2_sqrt.to(op) + b.to(op)
+        denom = ieee_sqrt(vd) / bc2_sqrt.to(op) + b.to(op)
     elif hp.variant == "eadam":
-        denom = torch.sqrt(vd) / bc2_sqrt.to(op)
+        denom = ieee_sqrt(vd) / bc2_sqrt.to(op)
     else:
-        denom = torch.sqrt(vd) / bc2_sqrt.to(op) + hp.eps
+        denom = ieee_sqrt(vd) / bc2_sqrt.to(op) + hp.eps
     p = p - (step_size.to(op) * direction) / denom
     return p, m, v, vmax
