@@ -26,7 +26,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 def _int(text: str) -> int:
     """'20000', '1M', '4M', '1.5G' -> int."""
-    mult = {"K": 1e3, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper())
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper())
     return int(float(text[:-1]) * mult) if mult else int(text)
 
 

@@ -101,14 +101,16 @@ def fusedopt_contenders(device: torch.device, requested: list[str] | None = None
                         ) -> tuple[list[Contender], list[str]]:
     """The fusedopt backends to time on ``device`` and notes on the ones left out.
 
-    ``requested=None`` ("auto"): every native backend that can run on the device; the
-    reference backend only when there is none (it is the slow specification). A requested
-    backend that cannot run here is left out with the reason.
+    ``requested=None`` ("auto"): every native backend that can run on the device (Triton on a
+    CPU only by request: there it is the interpreter, a correctness tool); the reference backend
+    only when there is none (it is the slow specification). A requested backend that cannot run
+    here is left out with the reason.
     """
     available = backends.available_backends(device)
     notes = []
     if requested is None:
-        chosen = [b for b in available if b != "reference"]
+        chosen = [b for b in available
+                  if b != "reference" and not (b == "triton" and device.type != "cuda")]
         if not chosen:
             chosen = ["reference"]
             notes.append(REFERENCE_ONLY_NOTE.format(device=device.type))

@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from . import roofline, workloads
+from . import roofline
 from .case import Case
 from .contenders import Contender, Skip, fusedopt_contenders
 from .modes import get as get_mode
@@ -57,7 +57,7 @@ def run(benchmark, spec: CaseSpec, contender: Contender, rounds: int = 5) -> Non
             runner = contender.build(case)
         except Skip as exc:
             pytest.skip(str(exc))
-        benchmark.extra_info.update(workload=workloads.Workload.describe(spec.workload),
+        benchmark.extra_info.update(workload=spec.workload.describe(),
                                     impl=runner.impl)
         benchmark.pedantic(runner.step, rounds=rounds, warmup_rounds=2, iterations=1)
     finally:
