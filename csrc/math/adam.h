@@ -104,7 +104,7 @@ FUSEDOPT_INLINE void adam_update(T& p, T g, T& m, T& v, T& vmax, const AdamCallS
   T direction = g;
   if constexpr (K != AdamKind::kRmsprop) {
     const T d = g - m;
-    m = (s.lerp_from_m ? m : g) + s.lerp_coef * d;
+    m = op_select(s.lerp_from_m, m, g) + s.lerp_coef * d;
     direction = m;
   }
   if constexpr (K == AdamKind::kAdabelief) {

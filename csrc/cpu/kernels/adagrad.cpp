@@ -30,7 +30,7 @@ void adagrad_chunks(const AdagradLoop& a) {
     S* s = static_cast<S*>(tv.state[0][k]) + i0;
     const T clr = T(a.clr[k]);
 
-    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) {
+    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
       const T gv = load<T>(g[i]);
       T sv = load<T>(s[i]);
@@ -45,7 +45,7 @@ void adagrad_chunks(const AdagradLoop& a) {
 
     if constexpr (kTelemetry) {
       LaneSums du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) {
+      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new, g_eff;
         update(i, p_old, p_new, g_eff);
         const T d = p_new - p_old;
@@ -57,7 +57,7 @@ void adagrad_chunks(const AdagradLoop& a) {
       a.partials[kTelemetrySums * c + 1] = dp.total();
       a.partials[kTelemetrySums * c + 2] = dg.total();
     } else {
-      for_each_element(n, [&](int64_t i) {
+      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new, g_eff;
         update(i, p_old, p_new, g_eff);
       });

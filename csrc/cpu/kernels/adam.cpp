@@ -39,7 +39,7 @@ void adam_chunks(const AdamLoop& a) {
     const math::AdamTensorScalars<T> ts{T(t64.step_size), T(t64.bc2_sqrt), T(t64.decay)};
 
     // One element: load, update in opmath, store; returns old p, new p and coef * g.
-    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) {
+    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
       const T gv = load<T>(g[i]);
       T mv = T(0), vmaxv = T(0);
@@ -59,7 +59,7 @@ void adam_chunks(const AdamLoop& a) {
 
     if constexpr (kTelemetry) {
       LaneSums du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) {
+      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new, g_eff;
         update(i, p_old, p_new, g_eff);
         const T d = p_new - p_old;
@@ -71,7 +71,7 @@ void adam_chunks(const AdamLoop& a) {
       a.partials[kTelemetrySums * c + 1] = dp.total();
       a.partials[kTelemetrySums * c + 2] = dg.total();
     } else {
-      for_each_element(n, [&](int64_t i) {
+      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new, g_eff;
         update(i, p_old, p_new, g_eff);
       });

@@ -17,7 +17,7 @@ void norm_chunk(const PrologueLoop& a, int64_t c, T inv) {
   const G* g = static_cast<const G*>(a.grad[ch.tensor]) + ch.begin;
   LaneSums sq;
   uint32_t bad[kLanes] = {};
-  for_each_lane(ch.end - ch.begin, [&](int64_t i, int lane) {
+  for_each_lane(ch.end - ch.begin, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
     const G x = g[i];
     sq.add(lane, double(math::unscaled_square(load<T>(x), inv)));
     bad[lane] |= uint32_t(is_nonfinite(x));

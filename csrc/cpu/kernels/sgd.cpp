@@ -29,7 +29,7 @@ void sgd_chunks(const SgdLoop& a) {
     const G* g = static_cast<const G*>(tv.grad[k]) + i0;
     const S* mom = kMomentumDirection ? static_cast<const S*>(tv.state[0][k]) + i0 : nullptr;
 
-    auto update = [&](int64_t i, T& p_old, T& p_new) {
+    auto update = [&](int64_t i, T& p_old, T& p_new) FUSEDOPT_INLINE_LAMBDA {
       const T pv = load<T>(p[i]);
       T d;
       if constexpr (kMomentumDirection) {
@@ -45,7 +45,7 @@ void sgd_chunks(const SgdLoop& a) {
 
     if constexpr (kTelemetry) {
       LaneSums du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) {
+      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new;
         update(i, p_old, p_new);
         const T d = p_new - p_old;
@@ -58,7 +58,7 @@ void sgd_chunks(const SgdLoop& a) {
       a.partials[kTelemetrySums * c + 1] = dp.total();
       a.partials[kTelemetrySums * c + 2] = dg.total();
     } else {
-      for_each_element(n, [&](int64_t i) {
+      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new;
         update(i, p_old, p_new);
       });
@@ -80,7 +80,7 @@ void momentum_chunks(const MomentumLoop& a) {
     const G* g = static_cast<const G*>(tv.grad[k]) + i0;
     S* m = static_cast<S*>(tv.state[0][k]) + i0;
     LaneSums dm;
-    for_each_lane(n, [&](int64_t i, int lane) {
+    for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
       const T mv = math::momentum_update(load<T>(m[i]), load<T>(g[i]), coef, one_minus_rho, rho);
       m[i] = narrow<S>(mv);
       dm.add(lane, double(mv * mv));

@@ -13,9 +13,14 @@
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define FUSEDOPT_HD __host__ __device__
 #define FUSEDOPT_INLINE __host__ __device__ __forceinline__
+#define FUSEDOPT_INLINE_LAMBDA
 #else
 #define FUSEDOPT_HD
 #define FUSEDOPT_INLINE inline __attribute__((always_inline))
+// For the lambdas of a kernel's element loop: in a translation unit with hundreds of
+// instantiations GCC's inlining budget runs out, a loop body stays a call, and the loop is not
+// vectorized (measured: 441 of 582 AVX-512 chunk loops were scalar before this).
+#define FUSEDOPT_INLINE_LAMBDA __attribute__((always_inline))
 #endif
 
 #define FUSEDOPT_RESTRICT __restrict__
