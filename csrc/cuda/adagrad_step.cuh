@@ -36,7 +36,8 @@ struct AdagradOp {
   static constexpr bool kMaster = Set::master;
   using PL = std::conditional_t<kMaster, float, P>;
   using T = opmath_t<PL>;
-  static constexpr int kSums = kTelemetry ? 3 : 0;
+  static constexpr int kSums = kTelemetry ? 3 : 0;  // telemetry: only reported
+  using Acc = PlainSum;
   static constexpr int kWidth = vector_width<PL, P, G, S, T>();
 
   const AdagradArgs& a;
@@ -63,7 +64,7 @@ struct AdagradOp {
   }
 
   template <int W>
-  __device__ __forceinline__ void apply(int64_t i, Partials<kSums>& acc) {
+  __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W], sv[W];
     load_elements<W>(pv, p + i);
     load_elements<W>(gv, g + i);
@@ -75,9 +76,9 @@ struct AdagradOp {
       if constexpr (kTelemetry) {
         const T d = pv[j] - p_old;
         const T g_eff = gv[j] * cs.coef;
-        acc.v[0] += double(d * d);
-        acc.v[1] += double(pv[j] * pv[j]);
-        acc.v[2] += double(g_eff * g_eff);
+        acc.v[0].add(double(d * d));
+        acc.v[1].add(double(pv[j] * pv[j]));
+        acc.v[2].add(double(g_eff * g_eff));
       }
     }
     store_elements<W>(p + i, pv);

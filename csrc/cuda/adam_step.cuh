@@ -50,7 +50,8 @@ struct AdamOp {
   using T = opmath_t<PL>;
   static constexpr bool kHasM = K != math::AdamKind::kRmsprop;
   static constexpr bool kHasVmax = K == math::AdamKind::kAmsgrad;
-  static constexpr int kSums = kTelemetry ? 3 : 0;
+  static constexpr int kSums = kTelemetry ? 3 : 0;  // telemetry: only reported
+  using Acc = PlainSum;
   static constexpr int kWidth = vector_width<PL, P, G, S, T>();
 
   const AdamArgs& a;
@@ -89,7 +90,7 @@ struct AdamOp {
   }
 
   template <int W>
-  __device__ __forceinline__ void apply(int64_t i, Partials<kSums>& acc) {
+  __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W], mv[W] = {}, vv[W], vmaxv[W] = {};
     load_elements<W>(pv, p + i);
     load_elements<W>(gv, g + i);
@@ -103,9 +104,9 @@ struct AdamOp {
       if constexpr (kTelemetry) {
         const T d = pv[j] - p_old;
         const T g_eff = gv[j] * cs.coef;
-        acc.v[0] += double(d * d);
-        acc.v[1] += double(pv[j] * pv[j]);
-        acc.v[2] += double(g_eff * g_eff);
+        acc.v[0].add(double(d * d));
+        acc.v[1].add(double(pv[j] * pv[j]));
+        acc.v[2].add(double(g_eff * g_eff));
       }
     }
     store_elements<W>(p + i, pv);

@@ -20,17 +20,17 @@ __global__ void __launch_bounds__(kFinishBlockSize)
     }
   }
   for (int s = 0; s < a.n_sums; ++s) {
-    Partials<1> acc;
+    Partials<1, CompensatedSum> acc;
     for (int64_t k = threadIdx.x; k < t.n_tensors(); k += kFinishBlockSize) {
-      double tensor_sum = 0.0;
+      CompensatedSum tensor_sum{};
       for (int64_t c = t.first_chunk(k), end = t.first_chunk(k + 1); c < end; ++c) {
-        tensor_sum += a.partials[c * a.n_sums + s];
+        tensor_sum.add(a.partials[c * a.n_sums + s]);
       }
-      acc.v[0] += a.opmath64 ? tensor_sum : double(float(tensor_sum));
+      acc.v[0].add(a.opmath64 ? tensor_sum.value() : double(float(tensor_sum.value())));
     }
-    const Partials<1> total = block_sum<kFinishBlockSize>(acc);
+    const Partials<1, CompensatedSum> total = block_sum<kFinishBlockSize>(acc);
     if (threadIdx.x == 0) {
-      a.stats[a.first_slot + s] += total.v[0];
+      a.stats[a.first_slot + s] += total.v[0].value();
     }
   }
 }

@@ -6,9 +6,10 @@
 // the same stream therefore does both once the update is done, unless stats[FOUND_INF] skips
 // the call: step <- step + 1 for every tensor (empty ones too, as the reference), and for each
 // of n_sums sums stats[first_slot + s] += the sum of the chunk partials, computed like the CPU
-// core's reduce_partials (csrc/cpu/step_common.cpp): each tensor's chunk partials are added in
-// chunk order and rounded to fp32 (the reference's torch.sum of an fp32 tensor; fp64 params
-// keep fp64), then the tensors' sums are added in the fixed order of Note [fixed tree].
+// core's reduce_partials (csrc/cpu/step_common.cpp), in compensated fp64: each tensor's chunk
+// partials are added in chunk order and rounded to fp32 (the reference's torch.sum of an fp32
+// tensor; fp64 params keep fp64), then the tensors' sums are added in the fixed order of
+// Note [fixed tree].
 #pragma once
 
 #include <cstdint>

@@ -2,12 +2,13 @@
 // slots of a prologue region (Note [prologue region]) as a deterministic two-stage reduction:
 //
 //   1. norm_partials_kernel (persistent grid over the grads' chunks, any mix of dtypes): per
-//      chunk, the fp64 sum of (g * inv)^2 in opmath (csrc/math/prologue.h) and the count of
-//      non-finite elements, into fixed per-chunk slots (Note [persistent grid]);
-//   2. norm_finish_kernel (one block): the slots summed in the fixed order of Note [fixed
-//      tree], the sum rounded to opmath as the reference's (csrc/cpu/grad_prologue.cpp does
-//      the same), then norm, found_inf (OR the GradScaler's flag), clip and coef in fp64 by
-//      math::finish_prologue, written to stats[region:region+5].
+//      chunk, the fp64 sum of (g * inv)^2 in opmath (csrc/math/prologue.h; compensated when
+//      the opmath is fp64) and the count of non-finite elements, into fixed per-chunk slots
+//      (Note [persistent grid]);
+//   2. norm_finish_kernel (one block): the slots summed (compensated) in the fixed order of
+//      Note [fixed tree], the sum rounded to opmath as the reference's (csrc/cpu/grad_prologue.cpp
+//      does the same), then norm, found_inf (OR the GradScaler's flag), clip and coef in fp64
+//      by math::finish_prologue, written to stats[region:region+5].
 //
 // Without compute_norm only stage 2 runs, over no chunks: sq = 0, clip = 1, coef = 1/scale.
 #include <type_traits>
@@ -34,6 +35,9 @@ struct NormArgs {
 template <class T>
 struct NormOp {
   static constexpr int kSums = kNormSums;
+  // the norm feeds clipping: compensated in fp64 opmath (Note [fixed tree]); in fp32 opmath the
+  // sum is rounded to fp32 at the end, far above the fp64 error
+  using Acc = std::conditional_t<std::is_same_v<T, double>, CompensatedSum, PlainSum>;
   static constexpr int kWidth = vector_width<T>();  // grads of any dtype at most as wide as T
   T inv;
   DType dtype = DType::kFloat32;  // of the current tensor (begin_tensor)
@@ -57,18 +61,18 @@ struct NormOp {
   }
 
   template <int W, class G>
-  __device__ __forceinline__ void accumulate(int64_t i, Partials<kSums>& acc) const {
+  __device__ __forceinline__ void accumulate(int64_t i, Partials<kSums, Acc>& acc) const {
     G raw[W];
     load_words<int(sizeof(G)) * W>(raw, static_cast<const G*>(g) + i);
 #pragma unroll
     for (int j = 0; j < W; ++j) {
-      acc.v[0] += double(math::unscaled_square(load<T>(raw[j]), inv));
-      acc.v[1] += is_nonfinite(raw[j]) ? 1.0 : 0.0;
+      acc.v[0].add(double(math::unscaled_square(load<T>(raw[j]), inv)));
+      acc.v[1].add(is_nonfinite(raw[j]) ? 1.0 : 0.0);
     }
   }
 
   template <int W>
-  __device__ __forceinline__ void apply(int64_t i, Partials<kSums>& acc) {
+  __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     dispatch_grad([&](auto tag) { accumulate<W, typename decltype(tag)::type>(i, acc); });
   }
 
@@ -113,18 +117,19 @@ struct NormFinishArgs {
 
 __global__ void __launch_bounds__(kFinishBlockSize)
     norm_finish_kernel(const __grid_constant__ NormFinishArgs a) {
-  Partials<kNormSums> acc;
+  Partials<kNormSums, CompensatedSum> acc;
   for (int64_t c = threadIdx.x; c < a.n_chunks; c += kFinishBlockSize) {
-    acc.v[0] += a.partials[c * kNormSums + 0];
-    acc.v[1] += a.partials[c * kNormSums + 1];
+    acc.v[0].add(a.partials[c * kNormSums + 0]);
+    acc.v[1].add(a.partials[c * kNormSums + 1]);
   }
-  const Partials<kNormSums> total = block_sum<kFinishBlockSize>(acc);
+  const Partials<kNormSums, CompensatedSum> total = block_sum<kFinishBlockSize>(acc);
   if (threadIdx.x != 0) {
     return;
   }
   const double inv = a.grad_scale != nullptr ? 1.0 / double(*a.grad_scale) : 1.0;
-  const bool found_inf = total.v[1] != 0.0 || (a.found_inf != nullptr && *a.found_inf != 0.0f);
-  const double sq = a.opmath64 ? total.v[0] : double(float(total.v[0]));
+  const bool found_inf =
+      total.v[1].value() != 0.0 || (a.found_inf != nullptr && *a.found_inf != 0.0f);
+  const double sq = a.opmath64 ? total.v[0].value() : double(float(total.v[0].value()));
   const math::PrologueScalars r = math::finish_prologue(sq, found_inf, inv, a.max_norm);
   a.region[kRegionSq] = r.sq;
   a.region[kRegionNorm] = r.norm;

@@ -55,7 +55,8 @@ struct TableView {
 
 // ---- W consecutive elements of one stream, loaded to and stored from opmath ----------------
 
-/// The unsigned word of `Bytes` bytes that one global access moves (a vector type from 8 on).
+/// The unsigned word of `Bytes` bytes that one global access moves (a vector type from 8 on;
+/// no other size exists, so a wider access cannot compile).
 template <int Bytes>
 struct Word;
 template <>
@@ -76,31 +77,21 @@ struct Word<16> {
 };
 
 /// Note [streaming access]: every element of a step is read once and written once, so stream
-/// data is accessed with the evict-first hints (ld.global.cs / st.global.cs) through words the
-/// hardware moves in one access: up to 16 bytes (an fp64 vector is two).
+/// data is accessed with the evict-first hints (ld.global.cs / st.global.cs), each vector of
+/// one stream in one access of at most kVectorBytes (vector_width, launch_config.h).
 template <int Bytes>
 __device__ __forceinline__ void load_words(void* dst, const void* src) {
-  if constexpr (Bytes > 16) {
-    load_words<16>(dst, src);
-    load_words<Bytes - 16>(static_cast<char*>(dst) + 16, static_cast<const char*>(src) + 16);
-  } else {
-    using W = typename Word<Bytes>::type;
-    const W w = __ldcs(static_cast<const W*>(src));
-    memcpy(dst, &w, Bytes);
-  }
+  using W = typename Word<Bytes>::type;
+  const W w = __ldcs(static_cast<const W*>(src));
+  memcpy(dst, &w, Bytes);
 }
 
 template <int Bytes>
 __device__ __forceinline__ void store_words(void* dst, const void* src) {
-  if constexpr (Bytes > 16) {
-    store_words<16>(dst, src);
-    store_words<Bytes - 16>(static_cast<char*>(dst) + 16, static_cast<const char*>(src) + 16);
-  } else {
-    using W = typename Word<Bytes>::type;
-    W w;
-    memcpy(&w, src, Bytes);
-    __stcs(static_cast<W*>(dst), w);
-  }
+  using W = typename Word<Bytes>::type;
+  W w;
+  memcpy(&w, src, Bytes);
+  __stcs(static_cast<W*>(dst), w);
 }
 
 /// Load s[0..W) as opmath T. W > 1 only on the vector path: s is aligned to W elements.
@@ -137,17 +128,18 @@ __device__ __forceinline__ bool vector_aligned(const S* p) {
 ///
 /// An operation provides:
 ///   kWidth                                 its vector width W (vector_width of its streams)
-///   kSums                                  running fp64 sums per thread (0: none)
-///   begin_tensor(t, k)                     block-wide, when the block meets a new tensor (may
-///                                          synchronize: every thread calls it)
+///   kSums, Acc                             running fp64 sums per thread (0: none), their kind
+///                                          (PlainSum or CompensatedSum, block_reduce.cuh)
+///   begin_tensor(t, k)                     when the block meets a new tensor (every thread)
 ///   begin_chunk(t, k, begin) -> bool       per-thread pointer set-up; true when the vector
 ///                                          path may run (Note [vector path])
-///   apply<W>(i, Partials<kSums>&)          elements [i, i + W) of the chunk
+///   apply<W>(i, Partials<kSums, Acc>&)     elements [i, i + W) of the chunk
 /// With kSums > 0, the block's sums of chunk c are stored at partials[c * kSums + s].
 template <class Op>
 __device__ __forceinline__ void for_each_chunk(const TableView& t, Op& op, double* partials) {
   constexpr int kSums = Op::kSums;
   constexpr int W = Op::kWidth;
+  using Acc = typename Op::Acc;
   int64_t current = -1;
   for (int64_t c = blockIdx.x; c < t.n_chunks(); c += gridDim.x) {
     const ChunkRange r = t.chunk(c);
@@ -157,7 +149,7 @@ __device__ __forceinline__ void for_each_chunk(const TableView& t, Op& op, doubl
     }
     const bool vector = op.begin_chunk(t, r.tensor, r.begin);
     const int64_t n = r.end - r.begin;
-    Partials<kSums> acc;
+    Partials<kSums, Acc> acc;
     int64_t tail = 0;
     if (vector) {
       const int64_t vectors = n / W;
@@ -171,10 +163,10 @@ __device__ __forceinline__ void for_each_chunk(const TableView& t, Op& op, doubl
       op.template apply<1>(i, acc);
     }
     if constexpr (kSums > 0) {
-      const Partials<kSums> sums = block_sum<kBlockSize>(acc);
+      const Partials<kSums, Acc> sums = block_sum<kBlockSize>(acc);
       if (threadIdx.x == 0) {
         for (int s = 0; s < kSums; ++s) {
-          partials[c * kSums + s] = sums.v[s];
+          partials[c * kSums + s] = sums.v[s].value();
         }
       }
     }

@@ -37,7 +37,8 @@ struct SgdOp {
   static constexpr bool kMaster = Set::master;
   using PL = std::conditional_t<kMaster, float, P>;
   using T = opmath_t<PL>;
-  static constexpr int kSums = kTelemetry ? 3 : 0;
+  static constexpr int kSums = kTelemetry ? 3 : 0;  // telemetry: only reported
+  using Acc = PlainSum;
   static constexpr bool kReadsGrad = !kMomentumDirection || kTelemetry;
   static constexpr int kWidth = vector_width<PL, P, G, S, T>();
 
@@ -65,7 +66,7 @@ struct SgdOp {
   }
 
   template <int W>
-  __device__ __forceinline__ void apply(int64_t i, Partials<kSums>& acc) {
+  __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W] = {}, dv[W];
     load_elements<W>(pv, p + i);
     if constexpr (kReadsGrad) load_elements<W>(gv, g + i);
@@ -82,9 +83,9 @@ struct SgdOp {
       if constexpr (kTelemetry) {
         const T d = pv[j] - p_old;
         const T g_eff = gv[j] * grad_coef_;
-        acc.v[0] += double(d * d);
-        acc.v[1] += double(pv[j] * pv[j]);
-        acc.v[2] += double(g_eff * g_eff);
+        acc.v[0].add(double(d * d));
+        acc.v[1].add(double(pv[j] * pv[j]));
+        acc.v[2].add(double(g_eff * g_eff));
       }
     }
     store_elements<W>(p + i, pv);
@@ -99,6 +100,8 @@ struct MomentumOp {
   using S = typename Set::state;
   using T = opmath_t<typename Set::param>;
   static constexpr int kSums = 1;
+  // sum m^2 feeds the normalizer of every update: compensated in fp64 opmath (Note [fixed tree])
+  using Acc = std::conditional_t<std::is_same_v<T, double>, CompensatedSum, PlainSum>;
   static constexpr int kWidth = vector_width<G, S, T>();
 
   T coef, one_minus_rho, rho;
@@ -117,14 +120,14 @@ struct MomentumOp {
   }
 
   template <int W>
-  __device__ __forceinline__ void apply(int64_t i, Partials<kSums>& acc) {
+  __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T gv[W], mv[W];
     load_elements<W>(gv, g + i);
     load_elements<W>(mv, m + i);
 #pragma unroll
     for (int j = 0; j < W; ++j) {
       mv[j] = math::momentum_update(mv[j], gv[j], coef, one_minus_rho, rho);
-      acc.v[0] += double(mv[j] * mv[j]);
+      acc.v[0].add(double(mv[j] * mv[j]));
     }
     store_elements<W>(m + i, mv);
   }

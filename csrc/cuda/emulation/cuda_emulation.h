@@ -8,8 +8,9 @@
 // barriers, shared memory (per block: blocks never overlap) and warp shuffles have their CUDA
 // meaning, and between two __syncthreads() each warp runs as far as it can before the next one
 // starts, in forward and then reverse order: shared memory read without a barrier after
-// another warp's write is read too early or too late in one of the two orders. Memory is host memory; the arithmetic is the
-// host's IEEE arithmetic without contraction (-ffp-contract=off), pow is glibc's.
+// another warp's write is read too early or too late in one of the two orders. Memory is host
+// memory; the arithmetic is the host's IEEE arithmetic without contraction (-ffp-contract=off),
+// pow is glibc's.
 //
 // What it cannot show: anything about nvcc's code generation, the real concurrency of blocks
 // and of threads between barriers, or timing. tests/test_cuda_emulation.py uses it.
