@@ -90,6 +90,13 @@ def test_chunk_boundaries(algo, mode):
     checks.check_conformance(algo, "fp32", mode, device=DEVICE, shapes="chunks", steps=2)
 
 
+@pytest.mark.parametrize("algo", ["adamw", "nsgdm"])
+def test_fp64_norms_over_many_elements(algo):
+    """fp64 params: the norm (and NSGDm's momentum norm) over hundreds of thousands of elements
+    is compensated, so the clip coefficient and the normalizers match the fp64 reference."""
+    checks.check_conformance(algo, "fp64", "clip", device=DEVICE, shapes="chunks", steps=3)
+
+
 @pytest.mark.parametrize("dt,mode", [("fp32", "plain"), ("bf16_master", "amp"),
                                      ("fp64", "telemetry"), ("fp32", "clip")])
 @pytest.mark.parametrize("algo", ["adamw", "amsgrad", "adabelief", "yogi", "rmsprop",
