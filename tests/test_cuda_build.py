@@ -177,18 +177,25 @@ def test_module_agrees_with_python(cuda_build):
 
 
 def test_launch_without_device_raises(cuda_build):
-    """Without a usable GPU a launch raises a RuntimeError naming the CUDA error (no crash)."""
+    """Without a usable GPU the module says why (runtime_status, which availability() reports)
+    and a launch raises a RuntimeError naming the CUDA error (no crash)."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     out = _run_with_module(cuda_build, (
+        "import json\n"
+        "print(json.dumps(M.runtime_status()))\n"
         "t = M.Table(0, 1, 0, M.CHUNK_SIZE, 0, 0, 0, 0, 0, False, 0)\n"
         "try:\n"
         "    M.sgd_step(t, 0, False, False, False, 0)\n"
         "except RuntimeError as e:\n"
         "    print('raised:', e)\n"))
-    assert out.startswith("raised: fusedopt CUDA:")
+    status, raised = out.splitlines()
+    status = json.loads(status)
+    assert status["device_count"] == 0 and status["error"]
+    assert status["runtime_version"] >= 12000
+    assert raised.startswith("raised: fusedopt CUDA:")
 
 
 def test_import_fusedopt_does_not_load_cuda():

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "fusedopt/dtype.h"
 
@@ -78,6 +79,17 @@ struct PrologueCall {
   double max_norm;          // < 0: no clipping
   bool compute_norm;        // false: no pass over memory, coef = 1 / grad_scale
 };
+
+/// What the CUDA runtime of this module sees: versions as CUDA encodes them (13000 = 13.0;
+/// driver 0: none) and the device count, or the runtime's error (e.g. a driver older than the
+/// runtime) with no device. Never throws.
+struct RuntimeStatus {
+  int runtime_version;
+  int driver_version;
+  int device_count;
+  std::string error;  // empty when the runtime works
+};
+RuntimeStatus runtime_status();
 
 /// Whether the kernels are instantiated for this storage combination (csrc/dispatch/switch.h).
 bool supports_dtypes(DType param, DType grad, DType state, bool master);

@@ -162,6 +162,17 @@ PYBIND11_MODULE(FUSEDOPT_CUDA_MODULE_NAME, m) {
         },
         "Whether kernels exist for this (param, grad, state dtype code, master) combination.");
   m.def("build_info", &build_info, "nvcc version, architectures, flags and engine sizes.");
+  m.def("runtime_status",
+        []() {
+          const RuntimeStatus s = runtime_status();
+          py::dict d;
+          d["runtime_version"] = s.runtime_version;
+          d["driver_version"] = s.driver_version;
+          d["device_count"] = s.device_count;
+          d["error"] = s.error;
+          return d;
+        },
+        "The CUDA runtime linked into this module: versions, device count, or its error.");
 
   py::dict rows;
   rows["param"] = int(kRowParam);

@@ -15,7 +15,7 @@ function(fusedopt_cuda_sources out_var gen_dir)
   set(dir "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")
   set(sources "${dir}/binding_cuda.cpp" "${dir}/device_table.cpp" "${dir}/dtype_check.cpp"
       "${dir}/finish.cu" "${dir}/grad_prologue.cu" "${dir}/adam_step.cu"
-      "${dir}/adagrad_step.cu" "${dir}/sgd_step.cu")
+      "${dir}/adagrad_step.cu" "${dir}/sgd_step.cu" "${dir}/runtime_probe.cu")
   foreach(family_entry ${FUSEDOPT_CUDA_FAMILIES})
     string(REPLACE "=" ";" family_pair "${family_entry}")
     list(GET family_pair 0 family)

@@ -32,8 +32,9 @@ _VERIFIED = False
 
 
 def availability() -> tuple[bool, str]:
-    """(True, architectures) when ``fusedopt._C_cuda`` is built, loads and a CUDA device is
-    present, else (False, why). Loads the module only when a device is present."""
+    """(True, build facts) when ``fusedopt._C_cuda`` is built, loads, and its CUDA runtime (linked
+    statically: it needs a driver at least as new as itself, which torch's may not) sees a
+    device; else (False, why). Loads the module only when torch sees a device."""
     if not _native_cuda.is_built():
         return False, ("fusedopt._C_cuda was not built (nvcc was not found when fusedopt was "
                        "installed, or FUSEDOPT_CUDA=off)")
@@ -42,10 +43,20 @@ def availability() -> tuple[bool, str]:
     if not _VERIFIED:
         return False, "built, not yet validated on a GPU (tests/test_cuda_backend.py)"
     try:
-        info = _native_cuda.native().build_info()
+        module = _native_cuda.native()
     except ImportError as exc:
         return False, f"fusedopt._C_cuda could not be imported: {exc}"
+    status, info = module.runtime_status(), module.build_info()
+    if status["device_count"] == 0:
+        return False, (f"the CUDA {_version(status['runtime_version'])} runtime of "
+                       f"fusedopt._C_cuda sees no device (driver "
+                       f"{_version(status['driver_version'])}): {status['error']}")
     return True, f"CUDA kernels (nvcc {info['nvcc']}, {info['archs']})"
+
+
+def _version(code: int) -> str:
+    """CUDA's version code (13000) as text (13.0)."""
+    return f"{code // 1000}.{code % 1000 // 10}" if code else "none"
 
 
 def supports(device: torch.device) -> bool:
