@@ -167,9 +167,10 @@ def _write(args: argparse.Namespace, meta: dict, rows: list, skipped: list) -> N
              f"torch {meta['versions']['torch']} · {meta['date'][:10]}")
     md = [f"# fusedopt.bench `{name}` on {meta['machine']}", "", title, "",
           f"load average {meta['load_avg_start']:.2f} at start, {meta['load_avg_end']:.2f} at "
-          f"end; {meta['repeats']} interleaved rounds; command `python -m fusedopt.bench "
-          f"{' '.join(meta['argv'])}`", "", report.markdown(rows), "",
-          "What each contender runs:", ""] + report.legend(rows)
+          f"end; {meta['repeats']} interleaved rounds; command "
+          f"`{' '.join(['python -m fusedopt.bench'] + list(meta['argv']))}`", "",
+          report.markdown(rows), "", "What each contender runs:", ""]
+    md += ["- " + line.strip() for line in report.legend(rows)]
     if skipped:
         md += ["", "Skipped:", ""] + [f"- {s.case}: {s.contender}: {s.reason}" for s in skipped]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
