@@ -30,7 +30,7 @@ class AlgoInfo:
     state_keys: tuple[str, ...]
     #: reference module (under fusedopt.reference) holding the per-element update
     reference: str
-    #: factory ``(params, **kwargs) -> torch.optim.Optimizer`` with the same algorithm, or None
+    #: factory ``(params, **impl) -> torch.optim.Optimizer`` with the same algorithm, or None
     torch_equivalent: Callable[..., torch.optim.Optimizer] | None = None
     #: AdamL: step(loss=...)
     needs_loss: bool = False
@@ -47,14 +47,16 @@ class AlgoInfo:
         """Construct the fusedopt optimizer with the entry's kwargs, overridden by ``overrides``."""
         return self.cls(params, **{**self.kwargs, **overrides})
 
-    def make_torch(self, params) -> torch.optim.Optimizer:
+    def make_torch(self, params, **impl: Any) -> torch.optim.Optimizer:
+        """The torch.optim equivalent; ``impl`` picks its implementation (``foreach=``,
+        ``fused=``)."""
         if self.torch_equivalent is None:
             raise ValueError(f"{self.name} has no torch.optim equivalent")
-        return self.torch_equivalent(params)
+        return self.torch_equivalent(params, **impl)
 
 
 def _torch(factory: Callable[..., torch.optim.Optimizer], **kw: Any):
-    return lambda params: factory(params, **kw)
+    return lambda params, **impl: factory(params, **kw, **impl)
 
 
 _ADAM_KW = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05)

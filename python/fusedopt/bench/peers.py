@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,19 +33,15 @@ _ADAM_W_MODE = {"adamw": True, "adam": False}
 
 
 def _torch_optimizer(case: Case, **flags) -> torch.optim.Optimizer:
-    """The registry's torch.optim equivalent of the case's algorithm, rebuilt with ``flags``."""
+    """The registry's torch.optim equivalent of the case's algorithm, with ``flags``."""
     info = case.info
     if info.torch_equivalent is None:
         raise Skip(f"torch.optim has no {case.algorithm}")
-    base = info.make_torch(case.params)
-    cls = type(base)
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in base.defaults.items() if k in accepted}
-    kwargs.update(flags)
     try:
-        return cls(case.params, **kwargs)
+        return info.make_torch(case.params, **flags)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise Skip(f"{cls.__name__}({_flags(flags)}): {exc}") from None
+        raise Skip(f"torch.optim equivalent of {case.algorithm}({_flags(flags)}): {exc}") \
+            from None
 
 
 def _flags(flags: dict) -> str:
