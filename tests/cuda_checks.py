@@ -133,7 +133,10 @@ def check_misaligned_views(*, device: str) -> None:
             opt.step()
     for p, q in zip(runs[0][0], runs[1][0]):
         assert torch.equal(p, q)
-    assert torch.equal(runs[0][1]._stats, runs[1][1]._stats)
+    # the norm pass reads the (aligned) grads alike; the telemetry sums of the two paths add the
+    # same terms in another order
+    assert torch.equal(runs[0][1]._stats[:5], runs[1][1]._stats[:5])
+    torch.testing.assert_close(runs[0][1]._stats, runs[1][1]._stats, rtol=1e-12, atol=0)
 
 
 def check_skip_leaves_everything(algo: str, *, device: str) -> None:
