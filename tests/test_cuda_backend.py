@@ -116,7 +116,7 @@ def test_tensor_larger_than_2_pow_31():
 
 
 # ------------------------------------------------------------------------------ CUDA graphs
-def _graph_problem(capture: bool):
+def _graph_problem():
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, device=DEVICE)) for s in [(1000,), (70000,),
                                                                           (3, 5)]]
@@ -138,8 +138,8 @@ def test_cuda_graph_replay_equals_eager():
              for _ in range(12)]
     grads[5][1][7] = float("inf")
 
-    eager_params, eager_opt, eager_scaler = _graph_problem(False)
-    graph_params, graph_opt, graph_scaler = _graph_problem(True)
+    eager_params, eager_opt, eager_scaler = _graph_problem()
+    graph_params, graph_opt, graph_scaler = _graph_problem()
 
     def load(params, gs):
         for p, g in zip(params, gs):
@@ -174,20 +174,30 @@ def test_cuda_graph_replay_equals_eager():
     assert float(eager_opt.state[eager_params[0]]["step"]) == 11.0  # 12 steps, one skipped
 
 
-def test_no_host_sync_in_step():
-    """The driver checks: any synchronizing call inside step() raises (tables cached after
-    the first step)."""
+@pytest.mark.parametrize("algo", ["adamw", "adaml", "adagrad_norm", "iansgd", "nsgdm"])
+def test_no_host_sync_in_step(algo):
+    """The driver checks: any synchronizing call inside a step raises. After the first step
+    (which builds the device tables) the grads are refilled in place, as in a training loop
+    with static grads."""
+    info = ALGORITHMS[algo]
     params = [torch.nn.Parameter(torch.randn(s, device=DEVICE)) for s in [(1000,), (70000,)]]
-    opt = fusedopt.AdamW(params, lr=torch.tensor(1e-2, device=DEVICE), max_grad_norm=1.0,
-                         telemetry=True, capturable=True, backend="cuda")
+    opt = info.make(params, lr=torch.tensor(1e-2, device=DEVICE), max_grad_norm=1.0,
+                    telemetry=True, capturable=True, backend="cuda")
     scaler = fusedopt.amp.LossScaler()
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    loss = torch.tensor(1.0, device=DEVICE)
     for step in range(5):
-        for p in params:
-            p.grad = torch.randn_like(p)
         if step > 0:
             torch.cuda.set_sync_debug_mode("error")
         try:
-            scaler.step(opt)
+            if info.needs_normalizer:
+                for p in params:
+                    p.grad.normal_()
+                opt.record_normalizer(grad_scale=scaler.get_scale())
+            for p in params:
+                p.grad.normal_()
+            scaler.step(opt, **({"loss": loss} if info.needs_loss else {}))
             scaler.update()
         finally:
             torch.cuda.set_sync_debug_mode(0)
