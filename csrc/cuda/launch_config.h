@@ -8,7 +8,7 @@ namespace fusedopt::cuda {
 
 /// Elements per chunk, the unit of work and of every partial sum (Note [device table]). The
 /// same 2^16 as the CPU engine (csrc/cpu/chunk_plan.h), so both cut tensors at the same places.
-/// A chunk is one block's job for 2^16 / (kBlockSize * kILP) = 32 vector iterations per thread.
+/// A chunk is one block's job: 2^16 / (kBlockSize * kILP) = 64 vector iterations per thread.
 constexpr int64_t kChunkSize = int64_t(1) << 16;
 
 /// Threads per block of the update and norm kernels. 256 = 8 warps: small enough that the
@@ -58,9 +58,7 @@ constexpr int kMaxBlocksPerSm = 8;
 /// Threads of the one-block kernels that finish a pass (step counts, fixed-order sums).
 constexpr int kFinishBlockSize = 256;
 
-/// Warps per block of the update kernels (the size of the block-reduction scratch).
 constexpr int kWarpSize = 32;
-constexpr int kWarpsPerBlock = kBlockSize / kWarpSize;
 
 static_assert(kChunkSize % kILP == 0, "a chunk must hold whole vectors");
 static_assert(kBlockSize % kWarpSize == 0 && kFinishBlockSize % kWarpSize == 0,
