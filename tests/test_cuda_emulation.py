@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from fusedopt import _native_cuda
-from fusedopt.backends import cpu_backend, cuda_backend
+from fusedopt.backends import cuda_backend
 from fusedopt.registry import ALGORITHMS
 
 import cuda_checks as checks
@@ -64,7 +64,7 @@ def _cuda_backend_on_emulator(emulated_module, monkeypatch):
         bytearray(table), dtype=torch.int64).clone())
     monkeypatch.setattr(cuda_backend, "availability", lambda: (True, "CPU emulation"))
     monkeypatch.setattr(cuda_backend, "supports", lambda device: True)
-    monkeypatch.setattr(cpu_backend, "_VERIFIED", True, raising=False)
+    monkeypatch.setattr(cuda_backend, "UNVALIDATED", None)
 
 
 #: one dtype/mode per row of the conformance matrix that exercises a different kernel path

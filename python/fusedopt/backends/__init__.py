@@ -3,7 +3,9 @@
 Kernel contract
 ===============
 A backend is a module that defines ``NAME``, ``availability() -> (bool, reason)``,
-``supports(device) -> bool`` and these functions. All of them mutate in place, return None,
+``supports(device) -> bool`` and these functions. A backend whose kernels have not yet passed
+their tests on real hardware sets ``UNVALIDATED`` to a sentence saying so: "auto" then passes it
+over, and naming it explicitly works with that sentence as a warning. All of them mutate in place, return None,
 never read a device value on the host (no ``.item()``), and write or accumulate only the slots of
 the fp64 ``stats`` tensor named below (layout: :mod:`fusedopt._stats`).
 
@@ -46,6 +48,7 @@ Common rules of the update functions:
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
 
 import torch
@@ -86,13 +89,16 @@ def resolve(name: str, device: torch.device) -> ModuleType:
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ("reference",)):
             ok, _ = availability(candidate)
-            if ok and load(candidate).supports(device):
-                return load(candidate)
+            mod = load(candidate) if ok else None
+            if ok and mod.supports(device) and getattr(mod, "UNVALIDATED", None) is None:
+                return mod
         return load("reference")
     ok, reason = availability(name)
     if not ok:
         raise BackendNotAvailable(f"fusedopt backend {name!r} is not available: {reason}")
     mod = load(name)
+    if getattr(mod, "UNVALIDATED", None):
+        warnings.warn(f"fusedopt backend {name!r}: {mod.UNVALIDATED}", stacklevel=3)
     if not mod.supports(device):
         raise BackendNotAvailable(
             f"fusedopt backend {name!r} cannot run on {device.type} tensors"
