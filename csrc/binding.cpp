@@ -205,6 +205,7 @@ PYBIND11_MODULE(_C, m) {
   slots["SCALE"] = kSlotScale;
   slots["ABC"] = kSlotAbc;
   slots["MOMENTUM_SQ"] = kSlotMomentumSq;
+  slots["PREV_PARAM_SQ"] = kSlotPrevParamSq;
   slots["NUM_SLOTS"] = kNumSlots;
   m.attr("STATS_SLOTS") = slots;
   m.attr("DEFAULT_CHUNK_SIZE") = kDefaultChunkSize;
