@@ -58,7 +58,7 @@ void adam_chunks(const AdamLoop& a) {
     };
 
     if constexpr (kTelemetry) {
-      LaneSums du, dp, dg;
+      LaneSums<std::is_same_v<T, double>> du, dp, dg;
       for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new, g_eff;
         update(i, p_old, p_new, g_eff);

@@ -15,7 +15,7 @@ template <class T, class G>
 void norm_chunk(const PrologueLoop& a, int64_t c, T inv) {
   const Chunk ch = a.chunks.chunks[c];
   const G* g = static_cast<const G*>(a.grad[ch.tensor]) + ch.begin;
-  LaneSums sq;
+  LaneSums<std::is_same_v<T, double>> sq;
   uint32_t bad[kLanes] = {};
   for_each_lane(ch.end - ch.begin, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
     const G x = g[i];

@@ -44,7 +44,7 @@ void sgd_chunks(const SgdLoop& a) {
     };
 
     if constexpr (kTelemetry) {
-      LaneSums du, dp, dg;
+      LaneSums<std::is_same_v<T, double>> du, dp, dg;
       for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
         T p_old, p_new;
         update(i, p_old, p_new);
@@ -79,7 +79,7 @@ void momentum_chunks(const MomentumLoop& a) {
     const int64_t k = ch.tensor, i0 = ch.begin, n = ch.end - ch.begin;
     const G* g = static_cast<const G*>(tv.grad[k]) + i0;
     S* m = static_cast<S*>(tv.state[0][k]) + i0;
-    LaneSums dm;
+    LaneSums<std::is_same_v<T, double>> dm;
     for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
       const T mv = math::momentum_update(load<T>(m[i]), load<T>(g[i]), coef, one_minus_rho, rho);
       m[i] = narrow<S>(mv);
