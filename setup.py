@@ -1,10 +1,12 @@
-"""Thin build driver: the Python packages, plus the native core ``fusedopt._C`` built by
-CMakeLists.txt with ninja (DESIGN.md §5).
+"""Thin build driver: the Python packages, plus the native core ``fusedopt._C`` (and, when nvcc
+is found, the CUDA kernels ``fusedopt._C_cuda``) built by CMakeLists.txt with ninja
+(DESIGN.md §5).
 
 Build dependencies are pip packages only (pyproject.toml: pybind11, cmake, ninja; not torch),
 so ``pip install .`` works with build isolation. Environment knobs, all optional:
 
-* ``FUSEDOPT_CUDA=auto|on|off`` (default auto: the CUDA part when nvcc is found)
+* ``FUSEDOPT_CUDA=auto|on|off`` (default auto: ``fusedopt._C_cuda`` when nvcc is found)
+* ``FUSEDOPT_CUDA_ARCHS``: CUDA architectures (default ``80;90``: sm_80/sm_90 cubins + PTX)
 * ``FUSEDOPT_BUILD_DIR``: CMake build directory (default ``build/cmake-<python tag>``, kept
   between builds so a rebuild is incremental)
 * ``CMAKE_BUILD_PARALLEL_LEVEL``: compile jobs (default 2)
@@ -25,10 +27,12 @@ ROOT = Path(__file__).resolve().parent
 
 
 class CMakeExtension(Extension):
-    """An extension whose sources CMakeLists.txt knows (setuptools only places the result)."""
+    """An extension whose sources CMakeLists.txt knows (setuptools only places the result).
+    ``optional``: CMake may not define it (fusedopt._C_cuda without nvcc); then nothing is built
+    and setuptools copies nothing."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name, sources=[])
+    def __init__(self, name: str, optional: bool = False) -> None:
+        super().__init__(name, sources=[], optional=optional)
 
 
 class CMakeBuild(build_ext):
@@ -48,9 +52,15 @@ class CMakeBuild(build_ext):
             f"-DFUSEDOPT_CUDA={os.environ.get('FUSEDOPT_CUDA', 'auto')}",
             f"-DFUSEDOPT_WERROR={'ON' if os.environ.get('FUSEDOPT_WERROR') == '1' else 'OFF'}",
         ]
+        if "FUSEDOPT_CUDA_ARCHS" in os.environ:
+            configure.append(f"-DFUSEDOPT_CUDA_ARCHS={os.environ['FUSEDOPT_CUDA_ARCHS']}")
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
         subprocess.run(configure, cwd=build_dir, check=True)
-        subprocess.run(["cmake", "--build", ".", "--target", "_C", "-j", jobs], cwd=build_dir,
+        target = ext.name.rsplit(".", 1)[-1]
+        if target == "_C_cuda" and "FUSEDOPT_CUDA_BUILT:INTERNAL=ON" not in (
+                build_dir / "CMakeCache.txt").read_text():
+            return  # no nvcc (or FUSEDOPT_CUDA=off): the CPU-only install
+        subprocess.run(["cmake", "--build", ".", "--target", target, "-j", jobs], cwd=build_dir,
                        check=True)
 
 
@@ -60,6 +70,7 @@ setup(
     package_dir={"": "python", "fusedopt.triton_kernels": "triton_kernels"},
     packages=find_packages("python") + TRITON,
     package_data={"fusedopt.bench": ["*.json"]},
-    ext_modules=[CMakeExtension("fusedopt._C")],
+    ext_modules=[CMakeExtension("fusedopt._C"),
+                 CMakeExtension("fusedopt._C_cuda", optional=True)],
     cmdclass={"build_ext": CMakeBuild},
 )

@@ -9,20 +9,40 @@ namespace {
 #define FUSEDOPT_KERNEL_TABLE(ISA) \
   KernelTable { #ISA, ISA::adam_loop, ISA::adagrad_loop, ISA::sgd_loop, ISA::momentum_loop, ISA::prologue_loop }
 
+// CMake's FUSEDOPT_CPU_ISAS decides which ISAs were compiled (all three in a release build;
+// generic only for a quick instrumented build): an ISA not built counts as unsupported.
 const KernelTable kGeneric = FUSEDOPT_KERNEL_TABLE(generic);
+#ifdef FUSEDOPT_WITH_ISA_avx2
 const KernelTable kAvx2 = FUSEDOPT_KERNEL_TABLE(avx2);
+#endif
+#ifdef FUSEDOPT_WITH_ISA_avx512
 const KernelTable kAvx512 = FUSEDOPT_KERNEL_TABLE(avx512);
+#endif
 
 bool cpu_has_avx512() {
+#ifdef FUSEDOPT_WITH_ISA_avx512
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
 }
 
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }
+bool cpu_has_avx2() {
+#ifdef FUSEDOPT_WITH_ISA_avx2
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
 
 const KernelTable* table_for(const std::string& isa) {
+#ifdef FUSEDOPT_WITH_ISA_avx512
   if (isa == "avx512" && cpu_has_avx512()) return &kAvx512;
+#endif
+#ifdef FUSEDOPT_WITH_ISA_avx2
   if (isa == "avx2" && cpu_has_avx2()) return &kAvx2;
+#endif
   if (isa == "generic") return &kGeneric;
   return nullptr;
 }
