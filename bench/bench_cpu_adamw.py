@@ -18,7 +18,7 @@ Scenarios and targets (speedup = contender's median / fusedopt's median):
 GB/s = the bytes the contender's passes move (its byte model, below) / time. Writes a Markdown
 table and a JSON file with the machine metadata to ``--out``.
 
-    python bench/bench_cpu_adamw.py --out bench/results/cpu-<machine>
+    python bench/bench_cpu_adamw.py --out bench/results/cpu-<machine>   (writes bench_cpu_adamw.md/.json)
 """
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def write_results(out: Path, meta, roof, rows, overhead) -> None:
               f"adam_step_ (148 tensors, tables cached, kernel excluded); a whole "
               f"fusedopt.AdamW.step() on 148 one-element tensors: "
               f"{overhead['whole_step_1elem_us']:.1f} us.", ""]
-    (out / "README.md").write_text("\n".join(lines))
+    (out / "bench_cpu_adamw.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
