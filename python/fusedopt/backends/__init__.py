@@ -4,8 +4,8 @@ Kernel contract
 ===============
 A backend is a module that defines ``NAME``, ``availability() -> (bool, reason)``,
 ``supports(device) -> bool`` and these functions. A backend whose kernels have not yet passed
-their tests on real hardware sets ``UNVALIDATED`` to a sentence saying so: "auto" then passes it
-over, and naming it explicitly works with that sentence as a warning. All of them mutate in place, return None,
+their tests on real hardware sets ``UNVALIDATED`` to a sentence saying so: it is selected as any
+other ("auto" included), with that sentence as a warning, once per process. All of them mutate in place, return None,
 never read a device value on the host (no ``.item()``), and write or accumulate only the slots of
 the fp64 ``stats`` tensor named below (layout: :mod:`fusedopt._stats`).
 
@@ -89,21 +89,30 @@ def resolve(name: str, device: torch.device) -> ModuleType:
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ("reference",)):
             ok, _ = availability(candidate)
-            mod = load(candidate) if ok else None
-            if ok and mod.supports(device) and getattr(mod, "UNVALIDATED", None) is None:
-                return mod
+            if ok and load(candidate).supports(device):
+                return _warn_if_unvalidated(load(candidate))
         return load("reference")
     ok, reason = availability(name)
     if not ok:
         raise BackendNotAvailable(f"fusedopt backend {name!r} is not available: {reason}")
     mod = load(name)
-    if getattr(mod, "UNVALIDATED", None):
-        warnings.warn(f"fusedopt backend {name!r}: {mod.UNVALIDATED}", stacklevel=3)
     if not mod.supports(device):
         raise BackendNotAvailable(
             f"fusedopt backend {name!r} cannot run on {device.type} tensors"
             + (" (set TRITON_INTERPRET=1 to run Triton on the CPU)" if name == "triton" else "")
         )
+    return _warn_if_unvalidated(mod)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_if_unvalidated(mod: ModuleType) -> ModuleType:
+    """Once per process and backend: say that its kernels have not yet run on real hardware."""
+    note = getattr(mod, "UNVALIDATED", None)
+    if note and mod.NAME not in _WARNED:
+        _WARNED.add(mod.NAME)
+        warnings.warn(f"fusedopt backend {mod.NAME!r}: {note}", stacklevel=4)
     return mod
 
 

@@ -26,13 +26,14 @@ NAME = "cuda"
 #: Adam variant codes of csrc/cuda/api.h (AdamVariant): the index in VARIANTS.
 VARIANT_CODES = {name: code for code, name in enumerate(VARIANTS)}
 
-#: Set once tests/test_cuda_backend.py has passed on a GPU: until then "auto" does not pick
-#: this backend, and backend="cuda" works with a warning (the kernels are compile-checked, and
-#: their sources pass the conformance tests on a CPU emulator of CUDA: docs/cuda.md).
+#: Set once tests/test_cuda_backend.py has passed on a GPU: until then selecting this backend
+#: (auto or by name) warns once that the kernels are compile-checked and pass the conformance
+#: tests on a CPU emulator of CUDA only (docs/cuda.md).
 _VERIFIED = False
 UNVALIDATED = None if _VERIFIED else (
     "its kernels compile cleanly and pass the conformance tests on a CPU emulator of CUDA, but "
-    "have not yet run on a GPU (tests/test_cuda_backend.py); auto picks it once they have")
+    "have not yet run on a GPU (tests/test_cuda_backend.py); backend='cpu' on CPU copies or "
+    "'reference' are the validated alternatives")
 
 
 def availability() -> tuple[bool, str]:

@@ -20,13 +20,12 @@ import torch
 from .bucket import Bucket
 
 NAME = "triton"
-#: Set once tests/test_triton_backend.py has passed on a GPU (see backends/__init__.py): the
-#: kernels pass their tests under Triton's interpreter and compile for sm_80/sm_90 without
+#: Cleared once tests/test_triton_backend.py has passed on a GPU (see backends/__init__.py):
+#: the kernels pass their tests under Triton's interpreter and compile for sm_80/sm_90 without
 #: spills, but compiled GPU runs have not been seen yet.
 UNVALIDATED = (
     "its kernels pass the conformance tests under Triton's interpreter and compile for sm_80 and "
-    "sm_90 without spills, but have not yet run compiled on a GPU (tests/test_triton_backend.py);"
-    " auto picks it once they have")
+    "sm_90 without spills, but have not yet run compiled on a GPU (tests/test_triton_backend.py)")
 _KERNELS = "fusedopt.triton_kernels"
 #: oldest Triton with tl.pointer_type casts, tl.PropagateNan and fp64 kernel arguments used here
 MIN_TRITON = (3, 0)
