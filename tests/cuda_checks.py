@@ -18,7 +18,7 @@ from fusedopt.registry import ALGORITHMS
 
 from harness import (DTYPES, MODES, SHAPES, assert_within_budget, make_problem, max_err, run,
                      ulp)
-from test_conformance import K
+from test_conformance import CASES, K  # noqa: F401 (CASES: re-exported to test_cuda_backend)
 
 #: Shapes around the CUDA engine's boundaries: the 4-element vectors (+-1), a chunk of 2^16
 #: elements exactly and +1, several chunks with a tail, a 4097 dimension, empty tensors.
