@@ -120,7 +120,8 @@ def run(info: AlgoInfo, backend: str, problem: Problem, dtypes: DtypeCase, mode:
         extra: dict | None = None) -> RunResult:
     """Run ``steps`` steps. ``oracle=True`` runs everything in float64 (params, grads, states)."""
     pdt = torch.float64 if oracle else dtypes.param
-    gdt = torch.float64 if oracle else (dtypes.grad or dtypes.param)
+    storage_gdt = dtypes.grad or dtypes.param
+    gdt = torch.float64 if oracle else storage_gdt
     params = [p.to(device=device, dtype=pdt).clone() for p in problem.params]
     if gdt != pdt:  # e.g. fp32 grads of fp16 params (torch checks grad_dtype on assignment)
         for p in params:
@@ -134,8 +135,8 @@ def run(info: AlgoInfo, backend: str, problem: Problem, dtypes: DtypeCase, mode:
     opt = info.make(params, **kw)
     n = problem.steps if steps is None else steps
     # The scale grows every few good steps so short runs exercise growth; long runs grow it at
-    # most ~2^20-fold, so the scaled grads never overflow the storage dtype (an fp32 overflow
-    # the float64 oracle would not see is a skip decision, not a rounding error).
+    # most ~2^20-fold (an fp32 scale never reaches inf). fp16 grads still overflow and back
+    # the scale off, as in real AMP training; set_grads mirrors those skips in the oracle.
     growth_interval = max(3, n // 20)
     scaler = None
     if mode.amp == "gradscaler":
@@ -148,8 +149,12 @@ def run(info: AlgoInfo, backend: str, problem: Problem, dtypes: DtypeCase, mode:
 
         def set_grads(grads):
             for p, g in zip(params, grads):
-                gg = (g * scale).to(device=device, dtype=gdt)
-                if t in mode.inf_steps and gg.numel():
+                scaled = g * scale
+                gg = scaled.to(device=device, dtype=gdt)
+                overflows = oracle and not bool(torch.isfinite(scaled.to(storage_gdt)).all())
+                if (t in mode.inf_steps or overflows) and gg.numel():
+                    # the oracle sees an inf wherever the storage grads overflow: a skipped
+                    # step is a decision on the input, not a rounding error to budget for
                     gg.view(-1)[0] = float("inf")
                 p.grad = gg
 

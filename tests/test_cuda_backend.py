@@ -17,7 +17,7 @@ from fusedopt.backends import cuda_backend
 from fusedopt.registry import ALGORITHMS
 
 import cuda_checks as checks
-from harness import DTYPES, MODES
+from harness import MODES
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cuda"
@@ -43,10 +43,17 @@ def test_shape_sets(algo, shapes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dt", list(DTYPES))
+@pytest.mark.parametrize("algo,dt,mode", checks.CASES)
+def test_1000_steps(algo, dt, mode):
+    """The whole case matrix over 1,000 steps (long: select with -k on a time-limited GPU)."""
+    checks.check_conformance(algo, dt, mode, device=DEVICE, steps=1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shapes", ["odd", "many", "chunks"])
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
-def test_1000_steps(algo, dt):
-    checks.check_conformance(algo, dt, "clip_amp", device=DEVICE, steps=1000)
+def test_shape_sets_1000_steps(algo, shapes):
+    checks.check_conformance(algo, "fp32", "clip_amp", device=DEVICE, shapes=shapes, steps=1000)
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -82,6 +82,20 @@ struct LaneSums {
       sum[lane] += x;
     }
   }
+  /// Adds x[0 .. m) with x[j] to lane j % kLanes, in element order: the same additions in the
+  /// same order as add(j % kLanes, x[j]) for j = 0, 1, ... (a vector loop over the lanes).
+  FUSEDOPT_INLINE void add_block(const double* x, int64_t m) {
+    int64_t j = 0;
+    for (; j + kLanes <= m; j += kLanes) {
+#pragma omp simd
+      for (int lane = 0; lane < kLanes; ++lane) {
+        add(lane, x[j + lane]);
+      }
+    }
+    for (int lane = 0; j + lane < m; ++lane) {
+      add(lane, x[j + lane]);
+    }
+  }
   FUSEDOPT_INLINE double total() const {
     CompensatedSum s;
     for (int lane = 0; lane < kLanes; ++lane) {

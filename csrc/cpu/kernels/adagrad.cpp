@@ -2,7 +2,7 @@
 // coupled decay x telemetry, compiled once per ISA.
 #include "cpu/kernel_args.h"
 #include "cpu/kernels/isa_namespace.h"
-#include "cpu/lanes.h"
+#include "cpu/kernels/update_loop.h"
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
 #include "math/adagrad.h"
@@ -30,7 +30,8 @@ void adagrad_chunks(const AdagradLoop& a) {
     S* s = static_cast<S*>(tv.state[0][k]) + i0;
     const T clr = T(a.clr[k]);
 
-    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
+    // scalars by value: Note [scalars by value] (update_loop.h)
+    auto update = [&, cs, clr](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
       const T gv = load<T>(g[i]);
       T sv = load<T>(s[i]);
@@ -43,25 +44,7 @@ void adagrad_chunks(const AdagradLoop& a) {
       g_eff = gv * cs.coef;
     };
 
-    if constexpr (kTelemetry) {
-      LaneSums<std::is_same_v<T, double>> du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new, g_eff;
-        update(i, p_old, p_new, g_eff);
-        const T d = p_new - p_old;
-        du.add(lane, double(d * d));
-        dp.add(lane, double(p_new * p_new));
-        dg.add(lane, double(g_eff * g_eff));
-      });
-      a.partials[kTelemetrySums * c + 0] = du.total();
-      a.partials[kTelemetrySums * c + 1] = dp.total();
-      a.partials[kTelemetrySums * c + 2] = dg.total();
-    } else {
-      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new, g_eff;
-        update(i, p_old, p_new, g_eff);
-      });
-    }
+    update_elements<kTelemetry, T>(n, a.partials + kTelemetrySums * c, update);
   });
 }
 

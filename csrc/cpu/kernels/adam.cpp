@@ -2,7 +2,7 @@
 // x AdamKind x Decay x telemetry, compiled once per ISA.
 #include "cpu/kernel_args.h"
 #include "cpu/kernels/isa_namespace.h"
-#include "cpu/lanes.h"
+#include "cpu/kernels/update_loop.h"
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
 #include "math/adam.h"
@@ -39,7 +39,8 @@ void adam_chunks(const AdamLoop& a) {
     const math::AdamTensorScalars<T> ts{T(t64.step_size), T(t64.bc2_sqrt), T(t64.decay)};
 
     // One element: load, update in opmath, store; returns old p, new p and coef * g.
-    auto update = [&](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
+    // scalars by value: Note [scalars by value] (update_loop.h)
+    auto update = [&, cs, ts](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
       const T gv = load<T>(g[i]);
       T mv = T(0), vmaxv = T(0);
@@ -57,25 +58,7 @@ void adam_chunks(const AdamLoop& a) {
       g_eff = gv * cs.coef;
     };
 
-    if constexpr (kTelemetry) {
-      LaneSums<std::is_same_v<T, double>> du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new, g_eff;
-        update(i, p_old, p_new, g_eff);
-        const T d = p_new - p_old;
-        du.add(lane, double(d * d));
-        dp.add(lane, double(p_new * p_new));
-        dg.add(lane, double(g_eff * g_eff));
-      });
-      a.partials[kTelemetrySums * c + 0] = du.total();
-      a.partials[kTelemetrySums * c + 1] = dp.total();
-      a.partials[kTelemetrySums * c + 2] = dg.total();
-    } else {
-      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new, g_eff;
-        update(i, p_old, p_new, g_eff);
-      });
-    }
+    update_elements<kTelemetry, T>(n, a.partials + kTelemetrySums * c, update);
   });
 }
 

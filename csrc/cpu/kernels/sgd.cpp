@@ -2,6 +2,7 @@
 // momentum, and NSGDm's momentum pass; compiled once per ISA.
 #include "cpu/kernel_args.h"
 #include "cpu/kernels/isa_namespace.h"
+#include "cpu/kernels/update_loop.h"
 #include "cpu/lanes.h"
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
@@ -29,7 +30,9 @@ void sgd_chunks(const SgdLoop& a) {
     const G* g = static_cast<const G*>(tv.grad[k]) + i0;
     const S* mom = kMomentumDirection ? static_cast<const S*>(tv.state[0][k]) + i0 : nullptr;
 
-    auto update = [&](int64_t i, T& p_old, T& p_new) FUSEDOPT_INLINE_LAMBDA {
+    // scalars by value: Note [scalars by value] (update_loop.h)
+    auto update = [&, coef, grad_coef, scale](int64_t i, T& p_old, T& p_new,
+                                              T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       const T pv = load<T>(p[i]);
       T d;
       if constexpr (kMomentumDirection) {
@@ -41,28 +44,9 @@ void sgd_chunks(const SgdLoop& a) {
       p_new = math::scaled_sgd_update(pv, d, coef, scale);
       p[i] = narrow<PL>(p_new);
       if constexpr (kMaster) shadow[i] = narrow<P>(p_new);
+      if constexpr (kTelemetry) g_eff = load<T>(g[i]) * grad_coef;  // the grad, not the direction
     };
-
-    if constexpr (kTelemetry) {
-      LaneSums<std::is_same_v<T, double>> du, dp, dg;
-      for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new;
-        update(i, p_old, p_new);
-        const T d = p_new - p_old;
-        const T g_eff = load<T>(g[i]) * grad_coef;
-        du.add(lane, double(d * d));
-        dp.add(lane, double(p_new * p_new));
-        dg.add(lane, double(g_eff * g_eff));
-      });
-      a.partials[kTelemetrySums * c + 0] = du.total();
-      a.partials[kTelemetrySums * c + 1] = dp.total();
-      a.partials[kTelemetrySums * c + 2] = dg.total();
-    } else {
-      for_each_element(n, [&](int64_t i) FUSEDOPT_INLINE_LAMBDA {
-        T p_old, p_new;
-        update(i, p_old, p_new);
-      });
-    }
+    update_elements<kTelemetry, T>(n, a.partials + kTelemetrySums * c, update);
   });
 }
 
@@ -80,7 +64,8 @@ void momentum_chunks(const MomentumLoop& a) {
     const G* g = static_cast<const G*>(tv.grad[k]) + i0;
     S* m = static_cast<S*>(tv.state[0][k]) + i0;
     LaneSums<std::is_same_v<T, double>> dm;
-    for_each_lane(n, [&](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
+    // scalars by value: Note [scalars by value] (update_loop.h)
+    for_each_lane(n, [&, coef, one_minus_rho, rho](int64_t i, int lane) FUSEDOPT_INLINE_LAMBDA {
       const T mv = math::momentum_update(load<T>(m[i]), load<T>(g[i]), coef, one_minus_rho, rho);
       m[i] = narrow<S>(mv);
       dm.add(lane, double(mv * mv));
