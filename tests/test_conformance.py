@@ -17,7 +17,8 @@ import torch
 import fusedopt
 from fusedopt.registry import ALGORITHMS
 
-from harness import DTYPES, MODES, SHAPES, assert_within_budget, make_problem, run
+from harness import (DTYPES, MODES, SHAPES, assert_within_budget, case_seed, make_problem, run,
+                     sign_ties_of)
 
 #: k of the error budget: a backend may be at most this many times less accurate than the
 #: reference run in the same storage precision. 2 covers a different but equally exact
@@ -53,7 +54,7 @@ CASES = list(_cases())
 @functools.lru_cache(maxsize=None)
 def _references(algo: str, dt: str, mode: str, shapes: str, steps: int, device: str = "cpu"):
     info = ALGORITHMS[algo]
-    problem = make_problem(SHAPES[shapes], steps=steps, seed=hash((algo, shapes)) % 1000)
+    problem = make_problem(SHAPES[shapes], steps=steps, seed=case_seed(algo, shapes))
     oracle = run(info, "reference", problem, DTYPES[dt], MODES[mode], oracle=True, device=device)
     naive = run(info, "reference", problem, DTYPES[dt], MODES[mode], device=device)
     return problem, oracle, naive
@@ -68,7 +69,8 @@ def _check(backend: str, algo: str, dt: str, mode: str, shapes: str = "small", s
     out = run(info, backend, problem, DTYPES[dt], MODES[mode], device=device)
     what = f"{backend}/{algo}/{dt}/{mode}/{shapes}"
     assert_within_budget(out, naive, oracle, k=K, param_dtype=DTYPES[dt].param,
-                         state_dtype=DTYPES[dt].state, what=what)
+                         state_dtype=DTYPES[dt].state, what=what,
+                         sign_ties=sign_ties_of(info, DTYPES[dt], problem))
     if MODES[mode].telemetry:
         for so, sn in zip(out.stats, naive.stats):
             for key, value in sn.items():
@@ -122,6 +124,19 @@ def test_reference_oracle_is_not_trivial():
     with pytest.raises(AssertionError):
         assert_within_budget(wrong, naive, oracle, k=K, param_dtype=torch.float32,
                              state_dtype=None)
+
+
+@pytest.mark.parametrize("wrong", [{"lr": 1.01e-2}, {"betas": (0.9, 0.98)}])
+def test_sign_ties_do_not_hide_a_wrong_update(wrong):
+    """Yogi's tie allowance must still fail a wrong lr (params) or beta2 (v)."""
+    info = ALGORITHMS["yogi"]
+    problem = make_problem(SHAPES["small"], steps=8)
+    oracle = run(info, "reference", problem, DTYPES["fp32"], MODES["clip"], oracle=True)
+    naive = run(info, "reference", problem, DTYPES["fp32"], MODES["clip"])
+    bad = run(info, "reference", problem, DTYPES["fp32"], MODES["clip"], extra=wrong)
+    with pytest.raises(AssertionError):
+        assert_within_budget(bad, naive, oracle, k=K, param_dtype=torch.float32, state_dtype=None,
+                             sign_ties=("exp_avg_sq", 4))
 
 
 def test_cases_cover_every_algorithm_and_mode():
