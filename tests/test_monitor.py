@@ -8,6 +8,7 @@ must not fire when a schedule takes the lr down.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import subprocess
 import sys
@@ -199,6 +200,97 @@ def test_p4_callback_decays_the_lr_and_theta_settles(p4):
     # P4: at a constant lr theta keeps its spread; a decayed lr shrinks it
     tail = lambda r: r["param_norm"][r["step"] > STEPS - 1000]  # noqa: E731
     assert np.std(tail(run)) < 0.5 * np.std(tail(p4("constant")[1]))
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _p4_run(steps, *, resume=None, save_at=None, csv_path=None):
+    """P4's quadratic (constant lr, Adam, reference backend) under a monitor with a small
+    window. ``save_at=k`` also returns the (optimizer, monitor) state after step k, through
+    torch.save; ``resume=(k, state)`` starts from such a state at step k + 1."""
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.randn(steps, generator=gen) + 1.0
+    theta = torch.nn.Parameter(torch.full((1,), 3.0))
+    opt = fusedopt.Adam([theta], lr=torch.tensor(1e-2), capturable=True, telemetry=True,
+                        backend="reference")
+    monitor = ConvergenceMonitor(opt, csv=csv_path, window=100, batches=5, poll_every=0)
+    start, saved = 0, None
+    if resume is not None:
+        start, blob = resume
+        state = torch.load(io.BytesIO(blob), weights_only=True)
+        with torch.no_grad():
+            theta.copy_(state["theta"])  # the model's weights: not in the optimizer's state
+        opt.load_state_dict(state["optimizer"])
+        monitor.load_state_dict(state["monitor"])
+    with torch.no_grad():
+        for t in range(start + 1, steps + 1):
+            diff = theta - samples[t - 1]
+            theta.grad = 2.0 * diff
+            opt.step()
+            monitor.step((diff * diff).sum())
+            if t == save_at:
+                buf = io.BytesIO()
+                torch.save({"theta": theta.detach().clone(), "optimizer": opt.state_dict(),
+                            "monitor": monitor.state_dict()}, buf)
+                saved = buf.getvalue()
+    monitor.close()
+    return monitor, theta.detach().clone(), saved
+
+
+def test_monitor_checkpoint_resumes_the_uninterrupted_run(tmp_path):
+    """Saved mid-window and mid-sub-batch, after a firing: the resumed run fires at the same
+    steps, logs the same rows and ends at the same theta, bit for bit."""
+    whole, theta, _ = _p4_run(2000, csv_path=tmp_path / "whole.csv")
+    k = 1234
+    assert whole.fired_steps and whole.fired_steps[0] < k < whole.fired_steps[-1], \
+        "the split must fall between two firings to test both halves"
+    first, _, saved = _p4_run(2000, save_at=k, csv_path=tmp_path / "first.csv")
+    resumed, theta_resumed, _ = _p4_run(2000, resume=(k, saved),
+                                        csv_path=tmp_path / "resumed.csv")
+    assert resumed.fired_steps == whole.fired_steps
+    assert resumed.events == whole.events
+    assert torch.equal(theta_resumed, theta)
+    whole_run, resumed_run = load_run(tmp_path / "whole.csv"), load_run(tmp_path / "resumed.csv")
+    after = whole_run["step"] > k
+    assert list(resumed_run["step"]) == list(whole_run["step"][after])
+    for col in COLUMNS:
+        np.testing.assert_array_equal(resumed_run[col], whole_run[col][after], err_msg=col)
+    # state_dict() polled: the first run's log was complete up to the checkpoint
+    assert load_run(tmp_path / "first.csv")["step"][:k].tolist() == list(range(1, k + 1))
+
+
+def test_monitor_load_state_dict_rejects_what_does_not_fit():
+    _, _, saved = _p4_run(300, save_at=250)
+    state = torch.load(io.BytesIO(saved), weights_only=True)["monitor"]
+
+    def fresh(**kw):
+        _, opt, _ = _linear_problem(1e-2)
+        return ConvergenceMonitor(opt, poll_every=0, **{"window": 100, "batches": 5, **kw})
+
+    before = fresh()._detector.state_dict()
+    for monitor, bad, match in [
+            (fresh(window=200, batches=5), state, "rule"),
+            (fresh(), {**state, "steps": 7}, "equal"),
+            (fresh(), {**state, "detector": {**state["detector"],
+                                             "means": torch.zeros(2, 3, dtype=torch.float64)}},
+             "means"),
+            (fresh(), {**state, "events": [{"step": 1}]}, "events")]:
+        with pytest.raises(ValueError, match=match):
+            monitor.load_state_dict(bad)
+        assert monitor.steps == 0 and monitor.events == []
+        after = monitor._detector.state_dict()
+        assert after["steps"] == before["steps"]
+        for key in before:
+            if key != "steps":
+                assert torch.equal(after[key].nan_to_num(-7), before[key].nan_to_num(-7)), key
+    _, opt, loss_fn = _linear_problem(1e-2)
+    stepped = ConvergenceMonitor(opt, window=100, batches=5, poll_every=0)
+    loss = loss_fn()
+    loss.backward()
+    opt.step()
+    stepped.step(loss)
+    with pytest.raises(ValueError, match="before its first step"):
+        stepped.load_state_dict(state)
+    assert stepped.steps == 1
 
 
 # ---------------------------------------------------------------------- no host sync

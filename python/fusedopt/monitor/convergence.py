@@ -1,6 +1,7 @@
 """``ConvergenceMonitor``: telemetry of every step into device statistics, read on request."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -163,6 +164,47 @@ class ConvergenceMonitor:
     def fired_steps(self) -> list[int]:
         """Steps at which the monitor fired, as read by the polls so far."""
         return [e.step for e in self.events]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly as an uninterrupted one would.
+
+        Polls first (one host sync, as every checkpoint makes anyway), so the log holds every
+        step up to the checkpoint and no buffered row is lost with the process. Returns the
+        monitor step count, the rule, the plateau statistics (device tensors) and the events
+        read so far; save it with the optimizer's state, e.g. with ``torch.save``.
+        """
+        self.poll()
+        return {"steps": self.steps, "rule": dataclasses.asdict(self.rule),
+                "detector": self._detector.state_dict(),
+                "events": [dataclasses.asdict(e) for e in self.events]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` on a monitor that has not recorded a step yet.
+
+        The monitor must be built with the same plateau rule (window, batches, patience,
+        thresholds) as the saved one; its sinks are its own (point ``csv`` at a new file or
+        open the old one for appending yourself). The callback is not re-run for the saved
+        events. Raises ``ValueError`` and changes nothing when the state does not fit.
+        """
+        if self.steps != 0 or len(self._rows):
+            raise ValueError("ConvergenceMonitor.load_state_dict: load into a new monitor, "
+                             f"before its first step (this one has recorded {self.steps})")
+        rule = state.get("rule")
+        if rule != dataclasses.asdict(self.rule):
+            raise ValueError(f"ConvergenceMonitor.load_state_dict: the saved rule {rule} is "
+                             f"not this monitor's {dataclasses.asdict(self.rule)}")
+        steps, detector = state.get("steps"), state.get("detector")
+        if not isinstance(detector, dict) or detector.get("steps") != steps:
+            raise ValueError("ConvergenceMonitor.load_state_dict: steps and detector.steps "
+                             "must be present and equal")
+        try:
+            events = [PlateauEvent(**e) for e in state.get("events", [])]
+        except TypeError as exc:
+            raise ValueError(f"ConvergenceMonitor.load_state_dict: bad events: {exc}") from None
+        self._detector.load_state_dict(detector)  # validates everything before writing
+        self.steps = steps
+        self.events = events
 
     def close(self) -> list[PlateauEvent]:
         """Poll what is left and close the CSV file and the TensorBoard writer."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -140,6 +141,35 @@ class PlateauDetector:
         if self.steps % rule.window == 0:
             return self._close_window()
         return None
+
+    #: the device tensors that carry the rule's running statistics between steps
+    _STATE = ("_sub", "_means", "_lr_range", "_prev_mean", "_prev_se2", "_prev_lr", "_prev_ok",
+              "_streak")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running statistics (copies of the device tensors) and the step count."""
+        state: dict[str, Any] = {"steps": self.steps}
+        state.update({name.lstrip("_"): getattr(self, name).clone() for name in self._STATE})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (from any device). Every entry is checked
+        before anything is written, so a bad state leaves the detector as it was."""
+        steps = state.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"PlateauDetector.load_state_dict: steps must be an int >= 0, "
+                             f"got {steps!r}")
+        for name in self._STATE:
+            mine, theirs = getattr(self, name), state.get(name.lstrip("_"))
+            if not isinstance(theirs, Tensor) or theirs.shape != mine.shape \
+                    or theirs.dtype != mine.dtype:
+                raise ValueError(
+                    f"PlateauDetector.load_state_dict: {name.lstrip('_')} must be a "
+                    f"{mine.dtype} tensor of shape {tuple(mine.shape)} (a state saved with the "
+                    f"same PlateauRule), got {theirs!r:.80}")
+        for name in self._STATE:
+            getattr(self, name).copy_(state[name.lstrip("_")])
+        self.steps = steps
 
     def _close_window(self) -> Tensor:
         rule = self.rule
