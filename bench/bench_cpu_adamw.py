@@ -21,6 +21,8 @@ GB/s = the bytes the contender's passes move (its byte model, below) / time. Wri
 table and a JSON file with the machine metadata to ``--out``.
 
     python bench/bench_cpu_adamw.py --out bench/results/cpu-<machine>   (writes bench_cpu_adamw.md/.json)
+    python bench/bench_cpu_adamw.py --max-params 3000 --no-deepspeed --out /tmp/x   (smoke run;
+        tests/test_bench_cli.py runs it)
 """
 from __future__ import annotations
 
@@ -41,8 +43,8 @@ import torch
 import fusedopt
 from fusedopt import _native
 from fusedopt.amp import LossScaler
+from fusedopt.bench import workloads
 
-WORKLOADS = Path(fusedopt.__file__).parent / "bench" / "workloads.json"
 HP = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 MAX_NORM = 1.0
 SCALE = 1024.0
@@ -67,8 +69,14 @@ class Contender:
     times: list[float] = field(default_factory=list)
 
 
-def gpt2_shapes() -> list[list[int]]:
-    return json.loads(WORKLOADS.read_text())["gpt2-small"]["shapes"]
+def gpt2_shapes(max_params: int | None = None) -> tuple[str, list[tuple[int, ...]]]:
+    """(label, shapes) of GPT-2 small, scaled down by one factor per dimension to at most
+    ``max_params`` params when given (the smoke test's tiny run)."""
+    w = workloads.named("gpt2-small")
+    if max_params is not None:
+        w = workloads.scaled(w, max_params)
+    return (f"{w.name.split('@')[0]}: {len(w.shapes)} tensors, {workloads.human(w.numel)} params",
+            list(w.shapes))
 
 
 def make_params(shapes, dtype, seed=0) -> list[torch.Tensor]:
@@ -232,12 +240,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-deepspeed", action="store_true")
+    ap.add_argument("--max-params", type=int, default=None,
+                    help="scale GPT-2 small down to at most this many params (smoke test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shapes = gpt2_shapes()
+    label, shapes = gpt2_shapes(args.max_params)
     numel = sum(torch.Size(s).numel() for s in shapes)
     meta = machine_metadata(args.threads)
-    print(f"GPT-2 small: {len(shapes)} tensors, {numel / 1e6:.1f}M params, "
+    meta["workload"] = label
+    print(f"{label}, "
           f"{args.threads} threads, load {meta['loadavg_before']}")
 
     scenarios = {
@@ -290,7 +301,7 @@ def write_results(out: Path, meta, rows, overhead) -> None:
         {"metadata": meta, "rows": rows, "python_overhead": overhead},
         indent=2) + "\n")
     lines = [
-        "# bench_cpu_adamw: GPT-2 small (148 tensors, 124.4M params)", "",
+        f"# bench_cpu_adamw: {meta['workload']}", "",
         f"{meta['cpu']} ({meta['cpu_flags']}), {meta['threads']} threads, fusedopt ISA "
         f"{meta['fusedopt_isa']}, torch {meta['torch']}, DeepSpeed {meta['deepspeed']}, "
         f"commit {meta['commit']}, {meta['date']}, load average before "

@@ -117,6 +117,30 @@ def test_pytest_benchmark_files_run(tmp_path):
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
+def test_bench_cpu_adamw_script_runs(tmp_path):
+    """bench/bench_cpu_adamw.py (issue 4's focused targets) end to end on a tiny GPT-2 small:
+    every scenario's contenders and its in-place roofline row, in the Markdown and the JSON."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_cpu_adamw.py"), "--max-params", "3000",
+         "--repeats", "3", "--warmup", "1", "--no-deepspeed", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "bench_cpu_adamw.json").read_text())
+    rows = report["rows"]
+    scenarios = {"fp32 AdamW", "clip + AMP + AdamW", "bf16 params"}
+    assert {r["scenario"] for r in rows} == scenarios
+    for scenario in scenarios:
+        mine = [r for r in rows if r["scenario"] == scenario]
+        assert [r["contender"] for r in mine][-1] == "roofline: in-place copy"
+        assert mine[-1]["pct_copy_roofline"] == pytest.approx(100.0)
+        assert mine[-1]["fusedopt_speedup"] is None and mine[0]["fusedopt_speedup"] == 1.0
+        assert all(r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
+                   for r in mine)
+    md = (tmp_path / "bench_cpu_adamw.md").read_text()
+    assert md.startswith("# bench_cpu_adamw: gpt2-small: 148 tensors,")
+    assert md.count("| roofline: in-place copy |") == 3
+
+
 @pytest.mark.slow  # a ~40 s inductor compile per mode
 def test_torch_compile_peer_runs(tmp_path):
     _bench(tmp_path, *TINY, "--peers", "torch.compile", "--modes", "plain,clip_amp")
