@@ -69,14 +69,11 @@ class Contender:
     times: list[float] = field(default_factory=list)
 
 
-def gpt2_shapes(max_params: int | None = None) -> tuple[str, list[tuple[int, ...]]]:
-    """(label, shapes) of GPT-2 small, scaled down by one factor per dimension to at most
-    ``max_params`` params when given (the smoke test's tiny run)."""
+def gpt2_workload(max_params: int | None = None) -> workloads.Workload:
+    """GPT-2 small, scaled down by one factor per dimension to at most ``max_params`` params
+    when given (the smoke test's tiny run)."""
     w = workloads.named("gpt2-small")
-    if max_params is not None:
-        w = workloads.scaled(w, max_params)
-    return (f"{w.name.split('@')[0]}: {len(w.shapes)} tensors, {workloads.human(w.numel)} params",
-            list(w.shapes))
+    return w if max_params is None else workloads.scaled(w, max_params)
 
 
 def make_params(shapes, dtype, seed=0) -> list[torch.Tensor]:
@@ -244,8 +241,9 @@ def main() -> None:
                     help="scale GPT-2 small down to at most this many params (smoke test)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    label, shapes = gpt2_shapes(args.max_params)
-    numel = sum(torch.Size(s).numel() for s in shapes)
+    w = gpt2_workload(args.max_params)
+    shapes, numel = w.shapes, w.numel
+    label = f"{w.name.split('@')[0]}: {len(shapes)} tensors, {workloads.human(numel)} params"
     meta = machine_metadata(args.threads)
     meta["workload"] = label
     print(f"{label}, "

@@ -243,7 +243,7 @@ def test_monitor_checkpoint_resumes_the_uninterrupted_run(tmp_path):
     k = 1234
     assert whole.fired_steps and whole.fired_steps[0] < k < whole.fired_steps[-1], \
         "the split must fall between two firings to test both halves"
-    first, _, saved = _p4_run(2000, save_at=k, csv_path=tmp_path / "first.csv")
+    _, _, saved = _p4_run(2000, save_at=k, csv_path=tmp_path / "first.csv")
     resumed, theta_resumed, _ = _p4_run(2000, resume=(k, saved),
                                         csv_path=tmp_path / "resumed.csv")
     assert resumed.fired_steps == whole.fired_steps

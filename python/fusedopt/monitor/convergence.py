@@ -187,7 +187,7 @@ class ConvergenceMonitor:
         open the old one for appending yourself). The callback is not re-run for the saved
         events. Raises ``ValueError`` and changes nothing when the state does not fit.
         """
-        if self.steps != 0 or len(self._rows):
+        if self.steps != 0:  # rows are only buffered by step()
             raise ValueError("ConvergenceMonitor.load_state_dict: load into a new monitor, "
                              f"before its first step (this one has recorded {self.steps})")
         rule = state.get("rule")
