@@ -171,6 +171,6 @@ def test_state_without_any_step_is_rejected_before_mutation():
                         for i, st in sd["state"].items()},
               "param_groups": sd["param_groups"]}
     before = [opt.state[p]["exp_avg"].clone() for p in params]
-    with pytest.raises(ValueError, match="step"):
+    with pytest.raises(KeyError, match="step"):
         opt.load_state_dict(broken)
     assert all(torch.equal(opt.state[p]["exp_avg"], b) for p, b in zip(params, before))

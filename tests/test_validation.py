@@ -93,7 +93,7 @@ def test_empty_param_list():
 @pytest.mark.parametrize("make,match", [
     (lambda: torch.randn(3, dtype=torch.complex64, requires_grad=True), "complex"),
     (lambda: torch.randn(3).to(torch.int32), "dtype"),
-    (lambda: torch.randn(4, 4).t().requires_grad_(), "contiguous"),
+    (lambda: torch.randn(1, 4).expand(3, 4).detach().requires_grad_(), "share memory"),
     (lambda: torch.randn(4).to_sparse().requires_grad_(), "sparse"),
 ])
 def test_bad_params(make, match):

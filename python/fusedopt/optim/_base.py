@@ -1,10 +1,12 @@
-"""The base every fusedopt optimizer shares: options, validation, state, buckets, AMP, telemetry.
+"""The base every fusedopt optimizer shares: options, validation, state, the step plan, AMP,
+telemetry, checkpoints.
 
-A step runs in this order (DESIGN.md §2):
+A step runs in this order (docs/architecture.md, "A step"):
 
-1. validate every group's hyperparameters and every grad — nothing is mutated before this ends;
+1. validate every group's hyperparameters and, through the plan (Note [step plan] in
+   optim/_plan.py), everything the kernels will touch — nothing is mutated before this ends;
 2. create missing state (``step`` 0-d fp32 on the param device, the algorithm's moments in the
-   state dtype, an fp32 master copy when asked);
+   state dtype and the param's layout, an fp32 master copy when asked);
 3. the prologue, when clipping, AMP or the algorithm needs it: one norm pass over every grad of
    every group writing the grad norm, found_inf and the gradient coefficient to the device stats;
 4. the algorithm's global scalars (AdamL, SGD family) on the device;
@@ -15,9 +17,10 @@ tensors, and a non-finite gradient under AMP skips the step on the device.
 """
 from __future__ import annotations
 
+import math
 import operator
-from collections import defaultdict
-from dataclasses import dataclass
+import warnings
+from copy import deepcopy
 from itertools import chain
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -27,22 +30,27 @@ from torch.optim import Optimizer
 
 from .. import _stats as S
 from .. import backends
-from ..ops import Kernels
 from ..backends import Bucket
+from ..ops import Kernels
 from . import _distributed as D
+from . import _layout as L
 from . import _validation as V
-
+from ._plan import ParamEntry, Plan, grad_ref, pick
+from ._state import StateDict, StateVersion, as_state_dict
 
 _GRAD = operator.attrgetter("grad")
+_data_ptr = Tensor.data_ptr
+_call = operator.call if hasattr(operator, "call") else (lambda f: f())
+_HALF = (torch.float16, torch.bfloat16)
+
+#: attributes rebuilt after unpickling / deep-copying instead of copied (module objects,
+#: process groups, caches of device memory, the step plan)
+_TRANSIENT = ("_backend", "_last_plan", "_caches", "_dist_groups", "_zero_groups",
+              "_loss_scaler")
 
 
-@dataclass
-class _Plan:
-    """What a step runs on: the buckets per param group, valid while the grads are unchanged."""
-
-    seen: list[Tensor | None]  # every param's .grad when the plan was built
-    groups: list[tuple[dict, list[Bucket]]]
-    all_grads: list[Tensor]
+def _identity(t: Tensor) -> Tensor:
+    return t
 
 
 class FusedOptimizer(Optimizer):
@@ -53,15 +61,25 @@ class FusedOptimizer(Optimizer):
     Args:
         max_grad_norm: clip by the global L2 norm of all grads (``clip_grad_norm_`` semantics,
             fused into the step: one extra read pass). None disables clipping.
-        backend: ``"auto"`` (best built backend for the params' device), ``"cuda"``,
-            ``"triton"``, ``"cpu"`` or ``"reference"`` (pure PyTorch, the test oracle).
-        capturable: keep the step graph-safe (CUDA graphs): lr may be a device tensor, nothing
-            is read on the host and no table is rebuilt while the tensor signature is fixed.
+        backend: ``"auto"`` (the validated backend for the params' device: ``cpu`` on CPU
+            tensors, ``reference`` on CUDA tensors until the GPU kernels have passed their
+            tests on a GPU), ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"`` (pure
+            PyTorch, the test oracle).
+        capturable: torch.optim's meaning: the step may be captured in a CUDA graph. A tensor
+            lr must then live on the param device (a CPU lr would be frozen into the graph),
+            and a step that would rebuild its plan while the stream is capturing raises.
+            Without it, capturing a step raises as torch.optim does.
         state_dtype: storage dtype of the moments: None (fp32 for 16-bit params, the param dtype
             otherwise), ``torch.float32`` or ``torch.bfloat16``. fp64 params keep fp64 states.
         master_weights: keep an fp32 master copy of bf16/fp16 params (state key
-            ``master_param``); the update runs on it and rounds into the param.
+            ``master_param``); the update runs on it and rounds into the param. A param
+            written from outside (``load_state_dict`` of the model, ``p.clamp_()``) no longer
+            equals its master rounded: the kernels then re-seed the master from the param
+            (docs/numerics.md, "Master weights").
         telemetry: collect grad / update / param norms in the step (read ``last_stats``).
+        maximize, foreach, fused, differentiable: torch.optim's flags. ``maximize`` ascends
+            (the gradient is negated); ``foreach``/``fused`` are accepted (every fusedopt step
+            is fused); ``differentiable=True`` is refused.
     """
 
     _step_supports_amp_scaling = True
@@ -75,7 +93,9 @@ class FusedOptimizer(Optimizer):
     def __init__(self, params: Iterable, defaults: dict[str, Any], *,
                  max_grad_norm: float | None = None, backend: str = "auto",
                  capturable: bool = False, state_dtype: torch.dtype | None = None,
-                 master_weights: bool = False, telemetry: bool = False) -> None:
+                 master_weights: bool = False, telemetry: bool = False,
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, differentiable: bool = False) -> None:
         owner = self._owner()
         if max_grad_norm is not None:
             V.check_number(owner, "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
@@ -85,6 +105,11 @@ class FusedOptimizer(Optimizer):
         if state_dtype not in V.STATE_DTYPES:
             raise ValueError(f"{owner}: state_dtype must be None, torch.float32 or "
                              f"torch.bfloat16, got {state_dtype}")
+        if differentiable:
+            raise ValueError(f"{owner}: differentiable=True is not supported (the fused step "
+                             "writes through raw pointers, outside autograd)")
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.backend_name = backend
         self.capturable = bool(capturable)
@@ -95,23 +120,40 @@ class FusedOptimizer(Optimizer):
         self._caches: dict[tuple, dict] = {}
         self._loss_scaler = None
         self._prologue_norm = False
-        self._last_plan: _Plan | None = None
+        self._last_plan: Plan | None = None
+        defaults = {**defaults, "maximize": bool(maximize), "foreach": foreach, "fused": fused,
+                    "capturable": self.capturable, "differentiable": False}
         super().__init__(params, defaults)
-        self._dist_groups = D.shard_groups(
-            [p for g in self.param_groups for p in g["params"]], self._owner())
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        self._dist_groups = D.shard_groups(all_params, owner)
+        self._zero_groups = D.zero_groups(owner, self.max_grad_norm is not None)
         self._backend = Kernels(backends.resolve(backend, self._device))
         self._stats = torch.zeros(S.NUM_SLOTS, dtype=torch.float64, device=self._device)
         self._stats[S.CLIP_COEF] = 1.0
         self._stats[S.COEF] = 1.0
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        """Raise ValueError/TypeError for a bad hyperparameter of ``group`` (subclass)."""
-        V.check_lr(self._owner(), group["lr"], self._device)
+    def _validate_group(self, group: dict[str, Any], *, read: bool = False) -> None:
+        """Raise ValueError/TypeError for a bad hyperparameter of ``group`` (subclass).
+        ``read``: also read device tensor hyperparameters (construction, loading)."""
+        owner = self._owner()
+        V.check_lr(owner, group["lr"], self._device, read=read)
+        if group.get("differentiable"):
+            raise ValueError(f"{owner}: differentiable=True is not supported")
+        if self.capturable and isinstance(group["lr"], Tensor) and self._device is not None \
+                and self._device.type != "cpu" and group["lr"].device.type == "cpu":
+            raise ValueError(f"{owner}: capturable=True needs a tensor lr on {self._device}; "
+                             "a CPU lr would be frozen into a captured graph")
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The per-param state tensors the kernels read for ``group`` besides ``step`` and
+        ``master_param`` (subclass), in the order the backends take them."""
+        return ()
 
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
                           ) -> dict[str, Tensor]:
-        """The algorithm's state tensors for a new param (besides step and master)."""
+        """The algorithm's state tensors for a new param (besides step and master), in the
+        param's layout (``torch.zeros_like`` keeps a dense layout)."""
         raise NotImplementedError
 
     def _run_updates(self, groups: list[tuple[dict, list[Bucket]]], stats: Tensor,
@@ -125,12 +167,24 @@ class FusedOptimizer(Optimizer):
         return f"fusedopt.{cls.__name__}"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Validate the group (params and hyperparameters) first, then add it as torch does."""
+        """Validate the group (params and hyperparameters) first, then add it as torch does.
+
+        A param listed twice is kept once, with torch.optim's warning (torch would step it
+        twice, once per listing); params that share memory are refused (Note [kernel layout]).
+        """
         owner = self._owner()
         if not isinstance(param_group, dict):
-            raise TypeError(f"{owner}: a param group must be a dict, got {type(param_group)}")
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        if not isinstance(self.state, StateDict):
+            self.state = as_state_dict(self.state)
         params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
         params = [params] if isinstance(params, Tensor) else list(params)
+        params = self._dedupe(params)
+        param_group = {**param_group, "params": params}
         tensors = [p[1] if isinstance(p, tuple) else p for p in params]
         names = [p[0] for p in params if isinstance(p, tuple)]
         gi = len(self.param_groups)
@@ -138,13 +192,14 @@ class FusedOptimizer(Optimizer):
         for i, p in enumerate(tensors):
             label = V.param_label({"param_names": names}, i, gi)
             V.check_param(owner, p, label, device)
-            if not D.local(p).is_contiguous():
-                raise ValueError(f"{owner}: {label} is not contiguous")
+            if L.self_overlaps(D.local(p)):
+                raise ValueError(f"{owner}: {label} has elements that share memory (e.g. an "
+                                 "expand()); an element-wise update of it is undefined")
             device = p.device
-        merged = {**self.defaults, **param_group}
-        self._validate_group(merged)
-        super().add_param_group(param_group)
         self._device = device
+        merged = {**self.defaults, **param_group}
+        self._validate_group(merged, read=True)
+        super().add_param_group(param_group)
         self.__dict__["_last_plan"] = None
         # State is created here, not at the first step (as torch.optim.Adagrad does): a fresh
         # optimizer then has a full state_dict, which torch.distributed.checkpoint loads into
@@ -154,30 +209,32 @@ class FusedOptimizer(Optimizer):
             if p.requires_grad:
                 self._ensure_state(p, group)
 
-    # ------------------------------------------------------------------ step
+    @staticmethod
+    def _dedupe(params: list) -> list:
+        seen: set[int] = set()
+        out = []
+        for p in params:
+            t = p[1] if isinstance(p, tuple) else p
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            out.append(p)
+        if len(out) != len(params):
+            warnings.warn("optimizer contains a parameter group with duplicate parameters; "
+                          "fusedopt keeps one of each (torch.optim would step such a param "
+                          "once per listing)", stacklevel=4)
+        return out
+
+    # ------------------------------------------------------------------ state
     def _state_dtype_for(self, p: Tensor) -> torch.dtype:
         if p.dtype == torch.float64:
             return torch.float64
         if self.state_dtype is not None:
             return self.state_dtype
-        return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+        return torch.float32 if p.dtype in _HALF else p.dtype
 
-    def _collect(self) -> list[tuple[dict, list[Tensor], list[Tensor]]]:
-        """Validate hyperparameters and grads; return (group, params, grads) with grads only."""
-        owner = self._owner()
-        out = []
-        for gi, group in enumerate(self.param_groups):
-            self._validate_group(group)
-            ps, gs = [], []
-            for i, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                V.check_grad(owner, p, g, V.param_label(group, i, gi))
-                ps.append(p)
-                gs.append(g)
-            out.append((group, ps, gs))
-        return out
+    def _uses_master(self, p: Tensor) -> bool:
+        return self.master_weights and p.dtype in _HALF
 
     def _init_global_state(self) -> dict[str, Tensor]:
         """0-d device tensors global to the optimizer (AdamL's loss statistics, AdaGrad-Norm's
@@ -196,62 +253,230 @@ class FusedOptimizer(Optimizer):
     def _ensure_state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
         if len(state) == 0:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state.update(self._init_param_state(p, group, self._state_dtype_for(p)))
-            if self.master_weights and p.dtype in (torch.float16, torch.bfloat16):
-                state["master_param"] = p.detach().to(torch.float32).clone()
-            state.update(self._globals)
+            fresh = {"step": torch.zeros((), dtype=torch.float32, device=p.device)}
+            fresh.update(self._init_param_state(p, group, self._state_dtype_for(p)))
+            if self._uses_master(p):
+                fresh["master_param"] = p.detach().to(torch.float32).clone()
+            fresh.update(self._globals)
+            state.update(fresh)
         return state
 
-    def _plan(self) -> _Plan:
-        """Validated buckets of this step. Fast path: when every param's ``.grad`` is the same
-        tensor object as in the last step (``zero_grad(set_to_none=False)``, static grads of a
-        CUDA graph), only the hyperparameters are re-validated and the buckets — with their
-        pointer tables — are reused. Otherwise every grad is validated and buckets rebuilt."""
-        tracing = torch.compiler.is_compiling()  # traced once: no cache to consult
-        if not tracing:
-            seen = list(map(_GRAD, chain.from_iterable(g["params"] for g in self.param_groups)))
-            last = self._last_plan
-            if (last is not None and len(seen) == len(last.seen)
-                    and all(map(operator.is_, seen, last.seen))):
-                for group in self.param_groups:
-                    self._validate_group(group)
-                return last
-        collected = self._collect()
-        groups = [(group, self._buckets(gi, group, ps, gs))
-                  for gi, (group, ps, gs) in enumerate(collected) if ps]
-        all_grads = [g for _, _, gs in collected for g in gs]
-        plan = _Plan([], groups, all_grads)
-        if not tracing:
-            plan.seen = seen
-            self._last_plan = plan
+    # ------------------------------------------------------------------ the step plan
+    def _flat_params(self) -> list[Tensor]:
+        return list(chain.from_iterable(g["params"] for g in self.param_groups))
+
+    def _group_keys(self) -> list[tuple]:
+        return [(id(g), id(g["params"]), len(g["params"]), self._state_keys(g))
+                for g in self.param_groups]
+
+    def _validate_groups(self) -> None:
+        for group in self.param_groups:
+            self._validate_group(group)
+
+    def _plan(self) -> Plan:
+        """The validated plan of this step, its buckets holding this step's grads (Note [step
+        plan]). Reused while its signature holds; while ``torch.compile`` traces, built anew
+        (the trace runs once)."""
+        self._validate_groups()
+        if torch.compiler.is_compiling():
+            return self._build_plan(self._flat_params())
+        params = self._flat_params()
+        plan = self._last_plan
+        if (plan is None or len(params) != len(plan.params)
+                or not all(map(operator.is_, params, plan.params))
+                or self.state is not plan.state or plan.state.version != plan.version
+                or self._group_keys() != plan.group_keys
+                or list(map(_data_ptr, plan.watched)) != plan.watched_ptrs):
+            plan = None
+        grads = list(map(_GRAD, params))
+        if plan is not None:
+            same = all(map(operator.is_, map(_call, plan.grad_refs), grads))
+            if same and not plan.staged_grads:
+                kgrads = pick(grads, plan.with_grad)
+                if self._dist_groups:
+                    kgrads = list(map(D.local, kgrads))
+                if list(map(_data_ptr, kgrads)) == plan.grad_ptrs:
+                    self._fill(plan, kgrads)
+                    return plan
+            self._check_capture("grads changed")
+            plan = self._rebuild_buckets(plan, params, grads)
+        if plan is None:
+            self._check_capture("params or state changed")
+            plan = self._build_plan(params)
+        self._last_plan = plan
         return plan
 
-    def _buckets(self, gi: int, group: dict, ps: list[Tensor], gs: list[Tensor]) -> list[Bucket]:
-        local = D.local if self._dist_groups else (lambda t: t)  # noqa: E731
-        by_key: dict[tuple, Bucket] = {}
-        for p, g in zip(ps, gs):
-            state = self._ensure_state(p, group)
-            master = state.get("master_param")
-            streams = {k: v for k, v in state.items()
-                       if k not in ("step", "master_param") and k not in self._globals
-                       and isinstance(v, Tensor)}
-            sdt = next(iter(streams.values())).dtype if streams else None
-            key = (p.dtype, g.dtype, sdt, master is not None)
-            b = by_key.get(key)
-            if b is None:
-                cache = self._caches.setdefault((gi,) + key, {})
-                b = by_key[key] = Bucket([], [], [], {k: [] for k in streams},
-                                         [] if master is not None else None, cache)
-            b.params.append(local(p))
-            b.grads.append(local(g))
-            b.steps.append(state["step"])
-            for k, v in streams.items():
-                b.states[k].append(local(v))
-            if master is not None:
-                b.masters.append(local(master))
-        return list(by_key.values())
+    def _check_capture(self, why: str) -> None:
+        if self._device is not None and self._device.type == "cuda" \
+                and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"{self._owner()}: the step plan must be rebuilt ({why}) while a CUDA graph is "
+                "being captured; run one eager step with the same tensors before capturing")
 
+    @staticmethod
+    def _fill(plan: Plan, kgrads: list[Tensor]) -> None:
+        """Hand this step's kernel grads to the buckets (they are dropped after the step)."""
+        plan.all_grads = kgrads
+        for b, idx in plan.fills:
+            b.grads = pick(kgrads, idx)
+
+    def _build_plan(self, params: list[Tensor]) -> Plan:
+        """Validate every param and its state (Note [kernel layout]), then the grads."""
+        owner = self._owner()
+        local = D.local if self._dist_groups else _identity
+        watched: list[Tensor] = []
+        validated: set[int] = set()
+        spans: list[tuple[int, int, str]] = []
+        for gi, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            for i, p in enumerate(group["params"]):
+                label = V.param_label(group, i, gi)
+                V.check_param(owner, p, label, self._device)
+                lp = local(p)
+                if L.self_overlaps(lp):
+                    raise ValueError(f"{owner}: {label} has elements that share memory")
+                if p.grad is None and not p.requires_grad and not self.state.get(p):
+                    continue  # frozen, no state: nothing of it is read
+                state = self._ensure_state(p, group)
+                tensors = self._check_state(p, lp, state, keys, label)
+                validated.add(id(p))
+                watched.append(lp)
+                watched.extend(tensors)
+                spans.append((*L.byte_span(lp), label))
+                for key, t in zip(self._kernel_keys(p, keys), tensors):
+                    spans.append((*L.byte_span(t), f"the '{key}' state of {label}"))
+        clash = L.first_overlap(spans)
+        if clash is not None:
+            raise ValueError(f"{owner}: {clash[0]} and {clash[1]} share memory; the kernels "
+                             "would write the same bytes twice (results would depend on "
+                             "thread order)")
+        plan = Plan(params=params, group_keys=self._group_keys(), state=self.state,
+                    version=self.state.version, grad_refs=[], groups=[], entries=[],
+                    with_grad=[], watched=watched, watched_ptrs=list(map(_data_ptr, watched)),
+                    validated=validated)
+        built = self._rebuild_buckets(plan, params, list(map(_GRAD, params)))
+        assert built is not None  # every param with a grad was validated above
+        return built
+
+    def _kernel_keys(self, p: Tensor, keys: tuple[str, ...]) -> list[str]:
+        out = ["step", *keys]
+        if self._uses_master(p):
+            out.append("master_param")
+        return out
+
+    def _check_state(self, p: Tensor, lp: Tensor, state: dict, keys: tuple[str, ...],
+                     label: str) -> list[Tensor]:
+        """The state tensors the kernels will read for ``p`` (step, ``keys``, master), each
+        checked: present, a real float tensor of the expected dtype, on the param's device,
+        the param's shape and layout (Note [kernel layout])."""
+        owner = self._owner()
+        out = []
+        layout = self._layout_strides(lp)
+        for key in self._kernel_keys(p, keys):
+            if key not in state:
+                raise KeyError(f"{owner}: the state of {label} has no '{key}' (it has "
+                               f"{sorted(map(str, state))}); a state_dict saved with other "
+                               "settings, or a state edited by hand?")
+            t = state[key]
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{owner}: the '{key}' state of {label} is a "
+                                f"{type(t).__name__}, not a tensor")
+            lt = D.local(t)
+            if key == "step":
+                if lt.numel() != 1 or lt.dtype != torch.float32 or lt.device != lp.device:
+                    raise TypeError(f"{owner}: the 'step' state of {label} must be a "
+                                    f"one-element fp32 tensor on {lp.device}, got "
+                                    f"{tuple(lt.shape)} {lt.dtype} on {lt.device}")
+                out.append(lt)
+                continue
+            want = torch.float32 if key == "master_param" else self._state_dtype_for(p)
+            if lt.dtype != want:
+                raise TypeError(f"{owner}: the '{key}' state of {label} has dtype {lt.dtype}, "
+                                f"expected {want}")
+            if lt.device != lp.device:
+                raise ValueError(f"{owner}: the '{key}' state of {label} is on {lt.device}, "
+                                 f"the param on {lp.device}")
+            if lt.shape != lp.shape or (lt.numel() > 1 and lt.stride() != layout):
+                raise ValueError(f"{owner}: the '{key}' state of {label} has shape "
+                                 f"{tuple(lt.shape)} and strides {lt.stride()}, the kernels "
+                                 f"need {tuple(lp.shape)} with strides {layout} (the param's "
+                                 "layout); load_state_dict converts layouts, a state set by "
+                                 "hand must match")
+            out.append(lt)
+        return out
+
+    @staticmethod
+    def _layout_strides(lp: Tensor) -> tuple[int, ...]:
+        """The strides every kernel stream of ``lp`` has: its own when dense, else contiguous."""
+        if L.is_dense(lp):
+            return lp.stride()
+        return torch.empty(lp.shape, device="meta").stride()
+
+    def _rebuild_buckets(self, plan: Plan, params: list[Tensor], grads: list) -> Plan | None:
+        """New buckets over the validated params and states for these grads (validated here);
+        None when a param that was not validated has a grad (then the whole plan is rebuilt)."""
+        owner = self._owner()
+        local = D.local if self._dist_groups else _identity
+        groups = []
+        entries: list[ParamEntry] = []
+        with_grad: list[int] = []
+        kgrads: list[Tensor] = []
+        fills: list[tuple[Bucket, list[int]]] = []
+        fill_of: dict[int, list[int]] = {}
+        staged_grads = False
+        flat = 0
+        for gi, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            by_key: dict[tuple, Bucket] = {}
+            for i, p in enumerate(group["params"]):
+                g = grads[flat]
+                flat += 1
+                if g is None:
+                    continue
+                if id(p) not in plan.validated:
+                    return None  # a param that had no state to check gets a grad: revalidate
+                V.check_grad(owner, p, g, V.param_label(group, i, gi))
+                state = self.state[p]
+                lp, lg = local(p), local(g)
+                dense = L.is_dense(lp)
+                kp = lp if dense else lp.contiguous()
+                if lg.stride() != kp.stride() and lg.numel() > 1:
+                    lg = torch.empty_like(kp, dtype=lg.dtype).copy_(lg)
+                    staged_grads = True
+                master = state.get("master_param") if self._uses_master(p) else None
+                sdt = self._state_dtype_for(p)
+                key = (p.dtype, g.dtype, sdt, master is not None)
+                b = by_key.get(key)
+                if b is None:
+                    cache = self._caches.setdefault((gi,) + key, {})
+                    b = by_key[key] = Bucket([], [], [], {k: [] for k in keys},
+                                             [] if master is not None else None, cache)
+                    fills.append((b, []))
+                    fill_of[id(b)] = fills[-1][1]
+                fill_of[id(b)].append(len(kgrads))
+                entries.append(ParamEntry(p, kp, not dense, b, len(b.params), gi, i))
+                with_grad.append(flat - 1)
+                kgrads.append(lg)
+                b.params.append(kp)
+                b.grads.append(lg)
+                b.steps.append(D.local(state["step"]))
+                for k in keys:
+                    b.states[k].append(D.local(state[k]))
+                if master is not None:
+                    b.masters.append(D.local(master))
+            if by_key:
+                groups.append((group, list(by_key.values())))
+        plan.groups = groups
+        plan.fills = fills
+        plan.entries = entries
+        plan.with_grad = with_grad
+        plan.grad_refs = list(map(grad_ref, grads))
+        plan.grad_ptrs = list(map(_data_ptr, kgrads))
+        plan.staged_grads = staged_grads
+        plan.all_grads = kgrads
+        return plan
+
+    # ------------------------------------------------------------------ step
     def _amp_inputs(self) -> tuple[Tensor | None, Tensor | None, bool]:
         """(grad_scale, found_inf, check_inf) from a GradScaler or a fusedopt LossScaler."""
         if self._loss_scaler is not None:
@@ -271,17 +496,35 @@ class FusedOptimizer(Optimizer):
         self._fused_step(None)
         return loss
 
+    def _check_capturable(self) -> None:
+        if (not self.capturable and self._device is not None and self._device.type == "cuda"
+                and torch.cuda.is_current_stream_capturing()):
+            raise RuntimeError(f"Attempting CUDA graph capture of step() for an instance of "
+                               f"{self.__class__.__name__} but param_groups' capturable is "
+                               "False.")
+
     def _fused_step(self, loss: Tensor | None) -> None:
+        self._check_capturable()
         plan = self._plan()
-        self._prepare_step(loss)
-        if not plan.all_grads:
-            return
+        try:
+            self._prepare_step(loss)
+            if plan.all_grads:
+                self._run_plan(plan, loss)
+        finally:
+            plan.release()
+
+    def _run_plan(self, plan: Plan, loss: Tensor | None) -> None:
         groups, all_grads = plan.groups, plan.all_grads
         stats = self._stats
+        staged = plan.staged_params
+        for e in staged:  # Note [kernel layout]: non-dense params run on a contiguous copy
+            e.kernel.copy_(D.local(e.param))
         grad_scale, found_inf, check_inf = self._amp_inputs()
         need_norm = self.max_grad_norm is not None or check_inf or self._needs_grad_norm
         use_prologue = (need_norm or grad_scale is not None or found_inf is not None
                         or self._needs_prologue)
+        if any(isinstance(g["lr"], Tensor) for g, _ in groups):
+            stats[S.LR_INVALID] = 0.0
         if self.telemetry:
             stats[S.PREV_PARAM_SQ] = stats[S.PARAM_SQ]
             stats[S.UPDATE_SQ:S.STEP_GRAD_SQ + 1].zero_()
@@ -289,28 +532,31 @@ class FusedOptimizer(Optimizer):
             self._prologue(all_grads, S.GRAD, grad_scale, found_inf, self.max_grad_norm,
                            need_norm)
             if grad_scale is None and found_inf is None and not check_inf:
-                # no AMP: a non-finite grad propagates as in torch (DESIGN.md §4), the norm pass
-                # having run only for clipping or the algorithm's normalizer
+                # no AMP: a non-finite grad propagates as in torch (docs/numerics.md), the norm
+                # pass having run only for clipping or the algorithm's normalizer
                 stats[S.FOUND_INF].zero_()
         elif self.telemetry:  # last_stats reports no skip and no clipping for this step
             stats[S.FOUND_INF].zero_()
             stats[S.CLIP_COEF:S.COEF + 1].fill_(1.0)
         self._prologue_norm = need_norm
         self._run_updates(groups, stats, use_prologue, loss)
-        if self.telemetry and self._dist_groups:
-            D.finish_telemetry_(stats, self._dist_groups)
+        for e in staged:
+            D.local(e.param).copy_(e.kernel)
+        if self.telemetry and (self._dist_groups or self._zero_groups):
+            D.finish_telemetry_(stats, (self._dist_groups or []) + (self._zero_groups or []))
 
     def _prologue(self, grads: list[Tensor], region: int, grad_scale: Tensor | None,
                   found_inf: Tensor | None, max_norm: float | None, compute_norm: bool) -> None:
-        """The norm pass over local grads; with sharded params its sums are made global."""
-        local = [D.local(g) for g in grads] if self._dist_groups else grads
-        if self._dist_groups and compute_norm:
-            self._backend.grad_prologue_(local, self._stats, region=region,
+        """The norm pass over local grads; with sharded params (FSDP2) or partitioned ones
+        (ZeroRedundancyOptimizer) its sums are made global."""
+        shards = (self._dist_groups or []) + (self._zero_groups or [])
+        if shards and compute_norm:
+            self._backend.grad_prologue_(grads, self._stats, region=region,
                                          grad_scale=grad_scale, found_inf=found_inf,
                                          max_norm=None, compute_norm=True)
-            D.finish_prologue_(self._stats, region, max_norm, self._dist_groups)
+            D.finish_prologue_(self._stats, region, max_norm, shards)
         else:
-            self._backend.grad_prologue_(local, self._stats, region=region,
+            self._backend.grad_prologue_(grads, self._stats, region=region,
                                          grad_scale=grad_scale, found_inf=found_inf,
                                          max_norm=max_norm, compute_norm=compute_norm)
 
@@ -325,9 +571,10 @@ class FusedOptimizer(Optimizer):
         """Norms of the last step as 0-d fp32 device tensors (no host sync).
 
         ``grad_norm`` (pre-clip, unscaled), ``clip_coef``, ``update_norm`` (``||p_new - p_old||``),
-        ``param_norm`` (``||p_new||``) and ``found_inf`` (1.0 when the step was skipped: then
+        ``param_norm`` (``||p_new||``), ``found_inf`` (1.0 when the step was skipped: then
         the update norm is 0 and the param norm is the previous step's, the params being as
-        they were).
+        they were) and ``lr_invalid`` (1.0 when a device lr was NaN or negative: the groups
+        that read it were not updated).
         """
         if not self.telemetry:
             raise RuntimeError(f"{self._owner()}: last_stats needs telemetry=True")
@@ -341,50 +588,77 @@ class FusedOptimizer(Optimizer):
             "param_norm": torch.sqrt(torch.where(skipped, st[S.PREV_PARAM_SQ],
                                                  st[S.PARAM_SQ])).float(),
             "found_inf": st[S.FOUND_INF].float(),
+            "lr_invalid": st[S.LR_INVALID].float(),
         }
+
+    @property
+    def lr_invalid(self) -> Tensor:
+        """0-d device flag: 1.0 when the last step met a NaN or negative device lr (and skipped
+        the groups that read it). Read it when convenient; reading it syncs."""
+        return self._stats[S.LR_INVALID].float()
 
     # ------------------------------------------------------------------ state_dict
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict saved by this class or by the torch.optim equivalent.
 
-        Unlike ``torch.optim.Optimizer.load_state_dict``, moments keep this optimizer's state
-        dtype and master weights stay fp32 (torch would cast them to the param dtype, silently
-        turning fp32 states of bf16 params into bf16). ``step`` becomes a 0-d fp32 tensor on the
-        param's device. Everything is checked before anything is replaced.
+        torch.optim's protocol (load_state_dict pre/post hooks, the saved param-group keys
+        win, ``param_names`` kept), but everything is validated before anything is replaced:
+        missing state raises ``KeyError``, a moment of the wrong shape ``ValueError``, a wrong
+        kind of value ``TypeError``, each naming the param and the key. Unlike torch, moments
+        keep this optimizer's state dtype and the param's layout, master weights stay fp32 and
+        ``step`` becomes a 0-d fp32 tensor on the param's device.
         """
+        state_dict = state_dict.copy()
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         owner = self._owner()
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{owner}: state_dict has {len(saved_groups)} param groups, "
-                             f"the optimizer {len(self.param_groups)}")
-        id_map: dict[Any, Tensor] = {}
+        groups = self.param_groups
+        saved_groups = deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups "
+                             f"({owner}: {len(saved_groups)} saved, {len(groups)} here)")
+        for gi, (g, s) in enumerate(zip(groups, saved_groups)):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't "
+                                 f"match the size of optimizer's group ({owner}: group {gi} "
+                                 f"has {len(s['params'])} params saved, {len(g['params'])} here)")
+        id_map: dict[Any, tuple[Tensor, int, int]] = {}
         group_step: dict[Any, Any] = {}
         new_groups = []
-        for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"{owner}: param group {gi} of the state_dict has "
-                                 f"{len(saved['params'])} params, the optimizer "
-                                 f"{len(group['params'])}")
-            id_map.update(zip(saved["params"], group["params"]))
+        for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+            for i, pid in enumerate(saved["params"]):
+                id_map[pid] = (group["params"][i], gi, i)
             if "step" in saved:  # Apex / DeepSpeed FusedAdam keep one step per param group
-                group_step.update((pid, saved["step"]) for pid in saved["params"])
-            new = dict(group)
-            for key, value in saved.items():
-                if key in group and key not in ("params", "param_names", "step"):
-                    new[key] = value
-            self._validate_group(new)
+                step = saved.pop("step")
+                group_step.update((pid, step) for pid in saved["params"])
+            new = saved
+            new["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new:
+                new["param_names"] = group["param_names"]
+            for key, value in group.items():  # keys this optimizer has and the save lacks
+                new.setdefault(key, value)
+            self._validate_group(new, read=True)
             new_groups.append(new)
-        new_state: defaultdict[Any, dict] = defaultdict(dict)
+        new_state: dict[Any, Any] = {}
         for key, value in state_dict["state"].items():
             if key in id_map:
-                p = id_map[key]
-                new_state[p] = self._import_param_state(p, value, group_step.get(key))
+                p, gi, i = id_map[key]
+                label = V.param_label(new_groups[gi], i, gi)
+                new_state[p] = self._import_param_state(p, value, group_step.get(key),
+                                                        new_groups[gi], label)
             else:
                 new_state[key] = self._import_global_state(key, value)
-        self.__setstate__({"state": new_state, "param_groups": new_groups})
+        self.param_groups = new_groups
+        self.state = StateDict(StateVersion(self.state.version + 1
+                                            if isinstance(self.state, StateDict) else 0),
+                               new_state)
         self._caches.clear()
         self._last_plan = None
         self._relink_globals()
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     def _relink_globals(self) -> None:
         """After a load, point every param's global entries at one tensor again (Note [global
@@ -400,34 +674,87 @@ class FusedOptimizer(Optimizer):
             if isinstance(st, dict) and st:
                 st.update(self._globals)
 
-    def _import_param_state(self, p: Tensor, saved: dict[str, Any],
-                            group_step: Any = None) -> dict[str, Any]:
-        """One param's saved state in this optimizer's dtypes and device. A state without a
-        per-param ``step`` takes its param group's (Apex, DeepSpeed FusedAdam)."""
-        if saved and "step" not in saved:
+    def _import_param_state(self, p: Tensor, saved: Any, group_step: Any, group: dict,
+                            label: str) -> dict[str, Any]:
+        """One param's saved state, checked, in this optimizer's dtypes, layout and device. A
+        state without a per-param ``step`` takes its param group's (Apex, DeepSpeed FusedAdam).
+        An empty state stays empty (fresh state is created for it)."""
+        owner = self._owner()
+        if not isinstance(saved, dict):
+            raise TypeError(f"{owner}: the saved state of {label} is a {type(saved).__name__}, "
+                            "not a dict")
+        if not saved:
+            return {}
+        if "step" not in saved:
             if group_step is None:
-                raise ValueError(f"{self._owner()}: the saved state of a param has no 'step' "
-                                 f"(keys {sorted(saved)}) and its param group none either")
+                raise KeyError(f"{owner}: the saved state of {label} has no 'step' (keys "
+                               f"{sorted(map(str, saved))}) and its param group none either")
             saved = {**saved, "step": group_step}
+        keys = self._state_keys(group)
+        for key in keys:
+            if key not in saved:
+                raise KeyError(f"{owner}: the saved state of {label} has no '{key}' (keys "
+                               f"{sorted(map(str, saved))}); was it saved with other settings "
+                               f"(amsgrad, variant)?")
         sdt = self._state_dtype_for(p)
         out: dict[str, Any] = {}
         for k, v in saved.items():
-            if not isinstance(v, Tensor):
-                out[k] = v
-            elif k == "step":
-                out[k] = v.detach().to(device=p.device, dtype=torch.float32).reshape(()).clone()
-            elif k == "master_param":
-                out[k] = v.detach().to(device=p.device, dtype=torch.float32).clone()
+            if k == "step":
+                out[k] = self._import_step(v, p, label)
             elif k in self._globals:
-                out[k] = v.detach().to(device=p.device, dtype=self._globals[k].dtype).clone()
+                out[k] = self._as_global(k, v, p, label)
+            elif k in keys or k == "master_param":
+                if k == "master_param" and not self._uses_master(p):
+                    continue  # saved with master weights, loaded without: the param rules
+                dtype = torch.float32 if k == "master_param" else sdt
+                out[k] = self._import_stream(k, v, p, dtype, label)
             else:
-                out[k] = v.detach().to(device=p.device, dtype=sdt).clone()
-        if "step" in out and not isinstance(out["step"], Tensor):
-            out["step"] = torch.tensor(float(out["step"]), dtype=torch.float32, device=p.device)
-        if (self.master_weights and p.dtype in (torch.float16, torch.bfloat16)
-                and "master_param" not in out and out):
+                out[k] = v.detach().to(p.device).clone() if isinstance(v, Tensor) else v
+        if self._uses_master(p) and "master_param" not in out:
             out["master_param"] = p.detach().to(torch.float32).clone()
         return out
+
+    def _import_stream(self, key: str, v: Any, p: Tensor, dtype: torch.dtype,
+                       label: str) -> Tensor:
+        owner = self._owner()
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{owner}: the saved '{key}' of {label} is a {type(v).__name__}, "
+                            "not a tensor")
+        if v.is_complex() or not v.is_floating_point() or v.layout != torch.strided:
+            raise TypeError(f"{owner}: the saved '{key}' of {label} is a {v.dtype} "
+                            f"{v.layout} tensor; a dense real float tensor is needed")
+        if v.shape != p.shape:
+            raise ValueError(f"{owner}: the saved '{key}' of {label} has shape "
+                             f"{tuple(v.shape)}, the param {tuple(p.shape)}")
+        v = v.detach()
+        if D.is_dtensor(p):
+            return v.to(device=p.device, dtype=dtype).clone()
+        out = torch.empty_like(p, dtype=dtype)  # the param's (dense) layout, or contiguous
+        out.copy_(v)
+        return out
+
+    def _import_step(self, v: Any, p: Tensor, label: str) -> Tensor:
+        owner = self._owner()
+        if isinstance(v, Tensor):
+            if v.numel() != 1 or v.is_complex():
+                raise ValueError(f"{owner}: the saved 'step' of {label} has shape "
+                                 f"{tuple(v.shape)}; a one-element tensor or a number is needed")
+            value = float(v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            value = float(v)
+        else:
+            raise TypeError(f"{owner}: the saved 'step' of {label} is a {type(v).__name__}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{owner}: the saved 'step' of {label} is {value}; a finite "
+                             "count >= 0 is needed")
+        return torch.tensor(value, dtype=torch.float32, device=p.device)
+
+    def _as_global(self, key: str, v: Any, p: Tensor, label: str) -> Tensor:
+        like = self._globals[key]
+        if not isinstance(v, Tensor) or v.numel() != like.numel():
+            raise ValueError(f"{self._owner()}: the saved '{key}' of {label} must be a tensor "
+                             f"of {like.numel()} element(s)")
+        return v.detach().to(device=p.device, dtype=like.dtype).reshape(like.shape).clone()
 
     def _import_global_state(self, key: Any, value: Any) -> Any:
         """A non-param state entry (torch.optim keeps none; a foreign optimizer might)."""
@@ -437,7 +764,26 @@ class FusedOptimizer(Optimizer):
             return {k: self._import_global_state(k, v) for k, v in value.items()}
         return value
 
+    # ------------------------------------------------------------------ copy and pickle
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but what is rebuilt on load (_TRANSIENT) and torch's hooks (which
+        torch.optim does not pickle either): the settings (max_grad_norm, backend_name,
+        state_dtype, master_weights, telemetry...), the device stats and the state."""
+        skip = set(_TRANSIENT) | {k for k in self.__dict__ if k.startswith("_optimizer_")}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__["state"] = as_state_dict(self.__dict__.get("state"))
         self.__dict__.setdefault("_caches", {})
+        self.__dict__["_caches"] = {}
         self.__dict__["_last_plan"] = None
+        self.__dict__["_loss_scaler"] = None
+        if "backend_name" in self.__dict__:  # a full pickle (not torch's partial restores)
+            all_params = [p for g in self.param_groups for p in g["params"]]
+            self._dist_groups = D.shard_groups(all_params, self._owner())
+            self._zero_groups = None
+            self._backend = Kernels(backends.resolve(self.backend_name, self._device))
+
+
+__all__ = ["FusedOptimizer"]

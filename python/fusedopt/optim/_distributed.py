@@ -8,6 +8,7 @@ are sharded on (replicated dimensions hold identical copies and are not summed).
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -50,6 +51,33 @@ def shard_groups(params: list[Tensor], owner: str) -> list | None:
             raise ValueError(f"{owner}: DTensor params on different meshes or placements "
                              f"({p.device_mesh}, {p.placements} vs {mesh}, {placements})")
     return [mesh.get_group(i) for i, pl in enumerate(placements) if isinstance(pl, Shard)]
+
+
+def zero_groups(owner: str, clips: bool) -> list | None:
+    """The process group of a ``ZeroRedundancyOptimizer`` constructing this optimizer, or None.
+
+    Under ZeRO each rank's local optimizer holds one partition of the params, so a norm it
+    computes alone is its partition's: clipping by it would scale each rank's params
+    differently. Note [ZeRO norm]: fusedopt makes the norm global instead — the local
+    optimizer finds the ZeroRedundancyOptimizer that is constructing it (a caller frame's
+    ``self``) and all-reduces the squared partial norm and the inf flag over its process group
+    on the device, as for FSDP2 shards. Looked up only when torch's ZeRO module is loaded.
+    """
+    zero = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+    if zero is None:
+        return None
+    frame = sys._getframe(1)
+    for _ in range(12):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        owner_obj = frame.f_locals.get("self")
+        if isinstance(owner_obj, zero.ZeroRedundancyOptimizer):
+            group = owner_obj.process_group
+            if dist.get_world_size(group) == 1:
+                return None
+            return [group]
+    return None
 
 
 def all_reduce_(t: Tensor, groups: list, op=dist.ReduceOp.SUM) -> None:

@@ -1,7 +1,10 @@
 """Input validation shared by every optimizer: it runs before anything is mutated.
 
-Every check raises ``ValueError`` (a bad value) or ``TypeError`` (a bad kind of tensor) with a
-message that names the optimizer, the hyperparameter or the parameter, and what was expected.
+Every check raises ``ValueError`` (a bad value), ``TypeError`` (a bad kind of object) or
+``KeyError`` (a missing state entry) with a message that names the hyperparameter or the
+parameter. Where torch.optim makes the same check, the exception type and the start of the
+message are torch's (``Invalid learning rate: -1.0``), so code and tests written against
+torch.optim's messages keep matching; fusedopt adds who raised it and what it expected.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from torch import Tensor
 
 PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 STATE_DTYPES = (None, torch.float32, torch.bfloat16)
+#: dtypes a tensor hyperparameter (lr, betas) may have: the kernels read fp32 or fp64
+TENSOR_HYPER_DTYPES = (torch.float32, torch.float64)
 
 
 def _is_number(x: Any) -> bool:
@@ -21,35 +26,69 @@ def _is_number(x: Any) -> bool:
 
 def check_number(owner: str, name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
                  low_open: bool = False, high_open: bool = False) -> None:
-    """A finite float in the interval (brackets as given); NaN and inf are rejected."""
+    """A finite float in the interval (brackets as given); NaN and inf are rejected.
+
+    ``name`` is torch.optim's wording ("learning rate", "epsilon value", "beta parameter at
+    index 0", "weight_decay value"): the message reads ``Invalid <name>: <value>``."""
     if not _is_number(value):
-        raise TypeError(f"{owner}: {name} must be a float, got {type(value).__name__}")
+        raise TypeError(f"Invalid {name}: expected a float, got {type(value).__name__} "
+                        f"({owner})")
     v = float(value)
     lo_ok = v > low if low_open else v >= low
     hi_ok = v < high if high_open else v <= high
     if math.isnan(v) or math.isinf(v) or not (lo_ok and hi_ok):
         lb = "(" if low_open else "["
         hb = ")" if high_open else "]"
-        raise ValueError(f"{owner}: invalid {name}: {value} (must be finite, in {lb}{low}, {high}{hb})")
+        raise ValueError(f"Invalid {name}: {value} ({owner}: must be finite, in "
+                         f"{lb}{low}, {high}{hb})")
 
 
-def check_lr(owner: str, lr: Any, device: torch.device | None) -> None:
-    """A non-negative finite float, or a one-element fp32/fp64 tensor (checked without a sync)."""
+def _check_one_element(owner: str, name: str, t: Tensor) -> None:
+    if t.numel() != 1:
+        raise ValueError(f"Tensor {name} must be 1-element ({owner}: got shape {tuple(t.shape)})")
+    if t.dtype not in TENSOR_HYPER_DTYPES:
+        raise TypeError(f"{owner}: a tensor {name} must be fp32 or fp64, got {t.dtype}")
+
+
+def check_lr(owner: str, lr: Any, device: torch.device | None, *, read: bool = False) -> None:
+    """A non-negative finite float, or a one-element fp32/fp64 tensor.
+
+    A tensor lr's value is checked where reading it costs no device sync: always for a CPU
+    tensor, and for any tensor when ``read`` (construction, add_param_group). A device lr a
+    schedule writes later is checked by the kernels instead: a NaN or negative value skips the
+    step and raises the ``lr_invalid`` flag (``last_stats``), with no host sync.
+    """
     if isinstance(lr, Tensor):
-        if lr.numel() != 1 or lr.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"{owner}: a tensor lr must be a one-element fp32/fp64 tensor, "
-                             f"got shape {tuple(lr.shape)} {lr.dtype}")
+        _check_one_element(owner, "lr", lr)
         if device is not None and lr.device != device and lr.device.type != "cpu":
             raise ValueError(f"{owner}: lr tensor is on {lr.device}, params are on {device}")
+        if read or lr.device.type == "cpu":
+            v = float(lr)
+            if not (math.isfinite(v) and v >= 0.0):
+                raise ValueError(f"Invalid learning rate: {v} ({owner}: must be finite, >= 0)")
         return
-    check_number(owner, "learning rate lr", lr)
+    check_number(owner, "learning rate", lr)
 
 
-def check_betas(owner: str, betas: Any) -> None:
+def beta_value(owner: str, i: int, b: Any) -> float:
+    """beta_i as a float: a number, or a one-element CPU tensor (read without a device sync)."""
+    if isinstance(b, Tensor):
+        _check_one_element(owner, f"betas[{i}]", b)
+        if b.device.type != "cpu":
+            raise ValueError(f"{owner}: betas[{i}] is a tensor on {b.device}; fusedopt reads "
+                             "the betas on the host each step, so pass floats or CPU tensors")
+        b = float(b)
+    check_number(owner, f"beta parameter at index {i}", b, high=1.0, high_open=True)
+    return float(b)
+
+
+def check_betas(owner: str, betas: Any) -> tuple[float, float]:
+    """(beta1, beta2) as floats; both floats or both one-element tensors, as torch.optim."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
-    for i, b in enumerate(betas):
-        check_number(owner, f"beta parameter at index {i}", b, low=0.0, high=1.0, high_open=True)
+    if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
+        raise ValueError("betas must be either both floats or both Tensors")
+    return beta_value(owner, 0, betas[0]), beta_value(owner, 1, betas[1])
 
 
 def param_label(group: dict, index: int, group_index: int) -> str:
@@ -60,7 +99,7 @@ def param_label(group: dict, index: int, group_index: int) -> str:
 
 
 def check_param(owner: str, p: Any, label: str, device: torch.device | None) -> None:
-    """A dense real floating tensor of a supported dtype on the optimizer's device."""
+    """A strided real floating tensor of a supported dtype on the optimizer's device."""
     if not isinstance(p, Tensor):
         raise TypeError(f"{owner}: {label} must be a torch.Tensor, got {type(p).__name__}")
     if p.is_sparse or p.layout != torch.strided:
@@ -75,9 +114,10 @@ def check_param(owner: str, p: Any, label: str, device: torch.device | None) -> 
 
 
 def check_grad(owner: str, p: Tensor, g: Tensor, label: str) -> None:
-    """The grad of ``p``: dense, real, same shape and device, dtype of the param or fp32."""
-    if g.is_sparse or g.layout != torch.strided:
-        raise TypeError(f"{owner}: the grad of {label} is sparse; fusedopt supports dense grads")
+    """The grad of ``p``: strided, real, same shape and device, dtype of the param or fp32."""
+    if g.layout != torch.strided:
+        raise TypeError(f"{owner}: the grad of {label} is sparse ({g.layout}); fusedopt supports "
+                        "dense grads")
     if g.is_complex():
         raise TypeError(f"{owner}: the grad of {label} is complex ({g.dtype})")
     if g.shape != p.shape:
@@ -88,8 +128,3 @@ def check_grad(owner: str, p: Tensor, g: Tensor, label: str) -> None:
     if g.dtype != p.dtype and g.dtype != torch.float32:
         raise TypeError(f"{owner}: the grad of {label} has dtype {g.dtype}; it must be the param's "
                         f"dtype ({p.dtype}) or fp32")
-    local_g = g._local_tensor if hasattr(g, "_local_tensor") else g  # DTensor: its shard
-    local_p = p._local_tensor if hasattr(p, "_local_tensor") else p
-    if not local_g.is_contiguous() or not local_p.is_contiguous():
-        raise ValueError(f"{owner}: {label} or its grad is not contiguous; fusedopt needs dense "
-                         "contiguous storage")

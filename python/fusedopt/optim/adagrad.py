@@ -48,13 +48,14 @@ class Adagrad(FusedOptimizer):
                         initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, defaults, **common)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
+    def _validate_group(self, group: dict[str, Any], *, read: bool = False) -> None:
+        super()._validate_group(group, read=read)
         owner = self._owner()
-        V.check_number(owner, "lr_decay", group["lr_decay"])
+        V.check_number(owner, "lr_decay value", group["lr_decay"])
         V.check_number(owner, "weight_decay value", group["weight_decay"])
-        V.check_number(owner, "initial_accumulator_value", group["initial_accumulator_value"])
-        V.check_number(owner, "epsilon value eps", group["eps"])
+        V.check_number(owner, "initial_accumulator_value value",
+                       group["initial_accumulator_value"])
+        V.check_number(owner, "epsilon value", group["eps"])
         if getattr(self, "norm", False) and (group["lr_decay"] or group["weight_decay"]):
             raise ValueError(f"{owner}: norm=True (AdaGrad-Norm) has no lr_decay or weight_decay")
 
@@ -65,12 +66,16 @@ class Adagrad(FusedOptimizer):
         return {_NORM_KEY: torch.full((1,), float(self.defaults["initial_accumulator_value"]),
                                       dtype=torch.float64, device=self._device)}
 
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return () if self.norm else ("sum",)
+
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
                           ) -> dict[str, Tensor]:
         if self.norm:
             return {}
+        # full_like keeps a dense param's layout (Note [kernel layout], optim/_layout.py)
         return {"sum": torch.full_like(p, float(group["initial_accumulator_value"]),
-                                       dtype=state_dtype, memory_format=torch.contiguous_format)}
+                                       dtype=state_dtype)}
 
     def _run_updates(self, groups, stats, use_prologue, loss) -> None:
         if not self.norm:
@@ -79,7 +84,8 @@ class Adagrad(FusedOptimizer):
                     self._backend.adagrad_step_(
                         b, stats, lr=group["lr"], lr_decay=float(group["lr_decay"]),
                         eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
-                        use_prologue=use_prologue, telemetry=self.telemetry)
+                        use_prologue=use_prologue, telemetry=self.telemetry,
+                        maximize=group["maximize"])
             return
         acc = self._globals[_NORM_KEY]
         skip = stats[S.FOUND_INF] != 0
@@ -90,4 +96,4 @@ class Adagrad(FusedOptimizer):
             stats[S.SCALE] = scale.reshape(())
             for b in buckets:
                 self._backend.sgd_step_(b, stats, direction="grad", use_prologue=use_prologue,
-                                        telemetry=self.telemetry)
+                                        telemetry=self.telemetry, maximize=group["maximize"])

@@ -46,8 +46,8 @@ class AdamD(_AdamFamily):
                         tie_betas=None if tie_betas is None else tuple(tie_betas))
         super().__init__(params, defaults, **common)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
+    def _validate_group(self, group: dict[str, Any], *, read: bool = False) -> None:
+        super()._validate_group(group, read=read)
         tie = group.get("tie_betas")
         if tie is not None:
             owner = self._owner()

@@ -33,11 +33,11 @@ class _AdamFamily(FusedOptimizer):
 
     _bias_correction = True
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
+    def _validate_group(self, group: dict[str, Any], *, read: bool = False) -> None:
+        super()._validate_group(group, read=read)
         owner = self._owner()
         V.check_betas(owner, group["betas"])
-        V.check_number(owner, "epsilon value eps", group["eps"])
+        V.check_number(owner, "epsilon value", group["eps"])
         V.check_number(owner, "weight_decay value", group["weight_decay"])
         if group.get("variant", "adam") not in VARIANTS:
             raise ValueError(f"{owner}: variant must be one of {VARIANTS}, got {group['variant']!r}")
@@ -48,26 +48,26 @@ class _AdamFamily(FusedOptimizer):
     def _variant(group: dict[str, Any]) -> str:
         return "amsgrad" if group.get("amsgrad") else group.get("variant", "adam")
 
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        variant = self._variant(group)
+        keys = ("exp_avg_sq",) if variant == "rmsprop" else ("exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if variant == "amsgrad" else keys
+
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
                           ) -> dict[str, Tensor]:
-        zeros = lambda: torch.zeros_like(p, dtype=state_dtype, memory_format=torch.contiguous_format)  # noqa: E731
-        variant = self._variant(group)
-        state = {} if variant == "rmsprop" else {"exp_avg": zeros()}
-        state["exp_avg_sq"] = zeros()
-        if variant == "amsgrad":
-            state["max_exp_avg_sq"] = zeros()
-        return state
+        # zeros_like keeps a dense param's layout (Note [kernel layout], optim/_layout.py)
+        return {k: torch.zeros_like(p, dtype=state_dtype) for k in self._state_keys(group)}
 
-    def _import_param_state(self, p: Tensor, saved: dict[str, Any],
-                            group_step: Any = None) -> dict[str, Any]:
+    def _import_param_state(self, p: Tensor, saved: Any, group_step: Any, group: dict,
+                            label: str) -> dict[str, Any]:
         """torch.optim.RMSprop calls v ``square_avg``: accept it for ``variant="rmsprop"``."""
-        if "square_avg" in saved:
+        if isinstance(saved, dict) and "square_avg" in saved:
             saved = {("exp_avg_sq" if k == "square_avg" else k): v for k, v in saved.items()}
-        return super()._import_param_state(p, saved, group_step)
+        return super()._import_param_state(p, saved, group_step, group, label)
 
     def _hyper(self, group: dict[str, Any]) -> AdamHyper:
-        beta1, beta2 = group["betas"]
-        return AdamHyper(beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
+        beta1, beta2 = V.check_betas(self._owner(), group["betas"])
+        return AdamHyper(beta1=beta1, beta2=beta2, eps=float(group["eps"]),
                          weight_decay=float(group["weight_decay"]), variant=self._variant(group),
                          decay="decoupled" if group["decoupled_weight_decay"] else "coupled",
                          bias_correction=self._bias_correction)
@@ -78,7 +78,7 @@ class _AdamFamily(FusedOptimizer):
             for b in buckets:
                 self._backend.adam_step_(b, stats, lr=group["lr"], hp=hp,
                                          use_prologue=use_prologue, use_abc=use_abc,
-                                         telemetry=self.telemetry)
+                                         telemetry=self.telemetry, maximize=group["maximize"])
 
 
 class Adam(_AdamFamily):
@@ -108,7 +108,7 @@ class Adam(_AdamFamily):
         if variant not in VARIANTS:
             raise ValueError(f"{self._owner()}: variant must be one of {VARIANTS}, got {variant!r}")
         defaults = dict(
-            lr=lr, betas=tuple(betas),
+            lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=VARIANT_EPS.get(variant, 1e-8) if eps is None else eps,
             weight_decay=self._default_wd if weight_decay is None else weight_decay,
             amsgrad=bool(amsgrad), variant=variant,

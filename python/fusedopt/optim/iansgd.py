@@ -61,8 +61,8 @@ class IANSGD(FusedOptimizer):
                         momentum=momentum)
         super().__init__(params, defaults, **common)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
+    def _validate_group(self, group: dict[str, Any], *, read: bool = False) -> None:
+        super()._validate_group(group, read=read)
         owner = self._owner()
         V.check_number(owner, "beta", group["beta"])
         V.check_number(owner, "delta", group["delta"])
@@ -73,12 +73,13 @@ class IANSGD(FusedOptimizer):
             raise ValueError(f"{owner}: delta and floor are both 0, so the normalizer "
                              "h = max(c * ||g|| + delta, floor) can be 0; set delta > 0 or floor > 0")
 
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.normalizer == "momentum" else ()
+
     def _init_param_state(self, p: Tensor, group: dict[str, Any], state_dtype: torch.dtype
                           ) -> dict[str, Tensor]:
-        if self.normalizer != "momentum":
-            return {}
-        return {"momentum_buffer": torch.zeros_like(p, dtype=state_dtype,
-                                                    memory_format=torch.contiguous_format)}
+        # zeros_like keeps a dense param's layout (Note [kernel layout], optim/_layout.py)
+        return {k: torch.zeros_like(p, dtype=state_dtype) for k in self._state_keys(group)}
 
     @torch.no_grad()
     def record_normalizer(self, grad_scale: Tensor | None = None) -> None:
@@ -86,11 +87,13 @@ class IANSGD(FusedOptimizer):
         device: one fused norm pass. Under AMP pass the loss scale the B' loss was multiplied
         by (``grad_scale=scaler.scale_tensor`` or ``GradScaler.get_scale`` as a tensor) so the
         norm is of the unscaled grads; a non-finite B' grad then skips the next step."""
-        collected = self._collect()
-        grads = [g for _, _, gs in collected for g in gs]
-        if not grads:
-            raise ValueError(f"{self._owner()}.record_normalizer: no param has a grad")
-        self._prologue(grads, S.AUX, grad_scale, None, None, True)
+        plan = self._plan()  # validates the grads, as a step would
+        try:
+            if not plan.all_grads:
+                raise ValueError(f"{self._owner()}.record_normalizer: no param has a grad")
+            self._prologue(plan.all_grads, S.AUX, grad_scale, None, None, True)
+        finally:
+            plan.release()
         self._recorded = True
 
     def _prepare_step(self, loss) -> None:
@@ -118,7 +121,8 @@ class IANSGD(FusedOptimizer):
             for group, buckets in groups:
                 for b in buckets:
                     self._backend.momentum_step_(b, stats, rho=float(group["momentum"]),
-                                                 use_prologue=use_prologue)
+                                                 use_prologue=use_prologue,
+                                                 maximize=group["maximize"])
             if self._dist_groups:
                 D.all_reduce_(stats[S.MOMENTUM_SQ:S.MOMENTUM_SQ + 1], self._dist_groups)
             norm = torch.sqrt(stats[S.MOMENTUM_SQ])
@@ -127,7 +131,8 @@ class IANSGD(FusedOptimizer):
             stats[S.SCALE] = self._scale(group, norm)
             for b in buckets:
                 self._backend.sgd_step_(b, stats, direction=direction,
-                                        use_prologue=use_prologue, telemetry=self.telemetry)
+                                        use_prologue=use_prologue, telemetry=self.telemetry,
+                                        maximize=group["maximize"])
 
 
 class NSGD(IANSGD):

@@ -1,0 +1,95 @@
+"""The plan of a step: what the kernels will touch, validated once and re-checked cheaply.
+
+Note [step plan]: a step runs the backend over buckets (optim/_base.py builds them): lists of
+kernel tensors — params (or their staging copies), grads, states, masters, step counts —
+whose addresses the backends turn into pointer tables. Building and validating the buckets
+costs Python work per param, so the plan is kept and reused while its *signature* holds:
+
+* the same param objects in the same groups, and the same per-group state keys (a group
+  switched to ``amsgrad=True`` needs another state);
+* the optimizer state not edited since the plan was built (Note [state version]);
+* the same data pointers of every tensor a kernel reads or writes besides the grads: params,
+  states, masters, step counts (a ``.data`` swap keeps the object but moves its memory);
+* for the grads: the same objects (held through weak references: the plan keeps no grad alive
+  between steps) at the same addresses.
+
+When only grads differ (``zero_grad(set_to_none=True)`` re-allocates them every step), the new
+grads are validated and the buckets rebuilt around the same validated params and states; when
+anything else differs, everything is validated again. Between steps the buckets hold no grads.
+"""
+from __future__ import annotations
+
+import operator
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..backends import Bucket
+
+_data_ptr = Tensor.data_ptr
+
+
+def _dead() -> None:
+    """The weak reference of a param that had no grad: never equal to a grad."""
+    return None
+
+
+def grad_ref(g: Tensor | None) -> Callable[[], Tensor | None]:
+    return _dead if g is None else weakref.ref(g)
+
+
+def pick(seq: list | tuple, idx: list[int]) -> list:
+    """``[seq[i] for i in idx]`` at C speed."""
+    if not idx:
+        return []
+    if len(idx) == 1:
+        return [seq[idx[0]]]
+    return list(operator.itemgetter(*idx)(seq))
+
+
+@dataclass
+class ParamEntry:
+    """One param with a grad, as the kernels see it."""
+
+    param: Tensor            # the param object (DTensor for sharded params)
+    kernel: Tensor           # the tensor the kernels update: the local param or a staging copy
+    staged: bool             # kernel is a contiguous copy of a non-dense param
+    bucket: Bucket
+    index: int               # position in the bucket's lists
+    group_index: int
+    param_index: int         # position in its group's params
+
+
+@dataclass
+class Plan:
+    """A validated step (Note [step plan])."""
+
+    params: list[Tensor]                     # every param of every group, in order
+    group_keys: list[tuple]                  # per group: (id(group), id(its params), state keys)
+    state: Any                               # the StateDict it was built from
+    version: int                             # its version then
+    grad_refs: list                          # per param: weak reference to the grad seen
+    groups: list[tuple[dict, list[Bucket]]]  # (param group, its buckets)
+    entries: list[ParamEntry]                # the params that had a grad, in param order
+    with_grad: list[int]                     # their positions in ``params``
+    watched: list[Tensor]                    # params, states, masters, steps (by address)
+    watched_ptrs: list[int]
+    validated: set[int] = field(default_factory=set)  # ids of the params checked with state
+    fills: list[tuple[Bucket, list[int]]] = field(default_factory=list)  # bucket <- kernel grads
+    grad_ptrs: list[int] = field(default_factory=list)  # kernel grads' addresses at build
+    staged_grads: bool = False               # some grad is copied into its param's layout
+    all_grads: list[Tensor] = field(default_factory=list)  # this step's kernel grads
+
+    def release(self) -> None:
+        """Drop this step's grads (Note [step plan]: no grad is held between steps)."""
+        self.all_grads = []
+        for _, buckets in self.groups:
+            for b in buckets:
+                b.grads = []
+
+    @property
+    def staged_params(self) -> list[ParamEntry]:
+        return [e for e in self.entries if e.staged]
