@@ -2,8 +2,8 @@
 
 Builds ``fusedopt._C`` with ``-DFUSEDOPT_SANITIZE=address,undefined``
 (``-fno-sanitize-recover=all``: the first report aborts), puts it in a copy of the package, and
-runs a subset of tests/test_cpu_backend.py against it in a child process with the ASan runtime
-preloaded (python itself is not instrumented). Any report, leak checks aside (CPython keeps its
+runs a subset of tests/test_cpu_backend.py and the fuzz driver (tests/fuzz_plan.py) against it in
+child processes with the ASan runtime preloaded (python itself is not instrumented). Any report, leak checks aside (CPython keeps its
 interned objects to the end), fails the test.
 
 CI runs it (marker ``sanitizer``) with the generic ISA's kernels only
@@ -86,3 +86,12 @@ def test_conformance_subset_clean_under_asan_ubsan(tmp_path):
     assert result.returncode == 0, tail
     assert "ERROR: AddressSanitizer" not in tail and "runtime error:" not in tail, tail
     assert " passed" in tail, tail
+    # the fuzz driver (bad checkpoints, .data swaps, recycled grads...) under the sanitizers
+    fuzz = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "fuzz_plan.py"), "--examples",
+         "300" if full else "40", "--backend", "cpu"],
+        env=env, cwd=ROOT, capture_output=True, text=True)
+    tail = (fuzz.stdout + fuzz.stderr)[-6000:]
+    assert fuzz.returncode == 0, tail
+    assert "ERROR: AddressSanitizer" not in tail and "runtime error:" not in tail, tail
+    assert "0 crashes" in tail, tail

@@ -40,6 +40,7 @@ from ._state import StateDict, StateVersion, as_state_dict
 
 _GRAD = operator.attrgetter("grad")
 _data_ptr = Tensor.data_ptr
+_numel = Tensor.numel
 _call = operator.call if hasattr(operator, "call") else (lambda f: f())
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -286,7 +287,8 @@ class FusedOptimizer(Optimizer):
                 or not all(map(operator.is_, params, plan.params))
                 or self.state is not plan.state or plan.state.version != plan.version
                 or self._group_keys() != plan.group_keys
-                or list(map(_data_ptr, plan.watched)) != plan.watched_ptrs):
+                or list(map(_data_ptr, plan.watched)) != plan.watched_ptrs
+                or list(map(_numel, plan.kernel_params)) != plan.param_numels):
             plan = None
         grads = list(map(_GRAD, params))
         if plan is not None:
@@ -295,7 +297,8 @@ class FusedOptimizer(Optimizer):
                 kgrads = pick(grads, plan.with_grad)
                 if self._dist_groups:
                     kgrads = list(map(D.local, kgrads))
-                if list(map(_data_ptr, kgrads)) == plan.grad_ptrs:
+                if (list(map(_data_ptr, kgrads)) == plan.grad_ptrs
+                        and list(map(_numel, kgrads)) == plan.grad_numels):
                     self._fill(plan, kgrads)
                     return plan
             self._check_capture("grads changed")
@@ -350,10 +353,12 @@ class FusedOptimizer(Optimizer):
             raise ValueError(f"{owner}: {clash[0]} and {clash[1]} share memory; the kernels "
                              "would write the same bytes twice (results would depend on "
                              "thread order)")
+        kernel_params = [local(p) for p in params]
         plan = Plan(params=params, group_keys=self._group_keys(), state=self.state,
                     version=self.state.version, grad_refs=[], groups=[], entries=[],
                     with_grad=[], watched=watched, watched_ptrs=list(map(_data_ptr, watched)),
-                    validated=validated)
+                    validated=validated, kernel_params=kernel_params,
+                    param_numels=list(map(_numel, kernel_params)))
         built = self._rebuild_buckets(plan, params, list(map(_GRAD, params)))
         assert built is not None  # every param with a grad was validated above
         return built
@@ -472,6 +477,7 @@ class FusedOptimizer(Optimizer):
         plan.with_grad = with_grad
         plan.grad_refs = list(map(grad_ref, grads))
         plan.grad_ptrs = list(map(_data_ptr, kgrads))
+        plan.grad_numels = list(map(_numel, kgrads))
         plan.staged_grads = staged_grads
         plan.all_grads = kgrads
         return plan

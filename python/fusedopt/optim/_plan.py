@@ -9,9 +9,15 @@ costs Python work per param, so the plan is kept and reused while its *signature
   switched to ``amsgrad=True`` needs another state);
 * the optimizer state not edited since the plan was built (Note [state version]);
 * the same data pointers of every tensor a kernel reads or writes besides the grads: params,
-  states, masters, step counts (a ``.data`` swap keeps the object but moves its memory);
+  states, masters, step counts (a ``.data`` swap keeps the object but moves its memory), and
+  the same element counts of the params (``p.data = p.data[:k]`` keeps the address);
 * for the grads: the same objects (held through weak references: the plan keeps no grad alive
-  between steps) at the same addresses.
+  between steps) at the same addresses with the same element counts.
+
+Not seen: a ``.data`` swap to a view of the same memory with the same element count but
+another dtype of the same size or other strides (``p.data = p.data.view(torch.float16)`` for a
+bf16 param). Reading dtype and strides of every tensor each step would cost more than the rest
+of the check together; such a swap is a reinterpretation no training code makes.
 
 When only grads differ (``zero_grad(set_to_none=True)`` re-allocates them every step), the new
 grads are validated and the buckets rebuilt around the same validated params and states; when
@@ -79,7 +85,10 @@ class Plan:
     watched_ptrs: list[int]
     validated: set[int] = field(default_factory=set)  # ids of the params checked with state
     fills: list[tuple[Bucket, list[int]]] = field(default_factory=list)  # bucket <- kernel grads
+    kernel_params: list[Tensor] = field(default_factory=list)  # local params, for numels
+    param_numels: list[int] = field(default_factory=list)
     grad_ptrs: list[int] = field(default_factory=list)  # kernel grads' addresses at build
+    grad_numels: list[int] = field(default_factory=list)
     staged_grads: bool = False               # some grad is copied into its param's layout
     all_grads: list[Tensor] = field(default_factory=list)  # this step's kernel grads
 
