@@ -1,9 +1,11 @@
-"""Every backend against the float64 reference, within the error budget (DESIGN.md §4, §6).
+"""Every backend against the float64 reference, within the error budget (docs/numerics.md).
 
 Generated from the registry: algorithm x storage dtypes x mode x shape set, for every backend
 that can run on the CPU here (``fusedopt.available_backends("cpu")``: the native ``cpu``
 backend, and ``triton`` under ``TRITON_INTERPRET=1``). The ``reference`` backend is the oracle
-itself; it is checked against torch.optim and hand-computed examples in test_reference.py.
+itself; it is checked against torch.optim (test_reference_vs_torch.py) and hand-computed
+examples (test_reference_examples.py), and tests/test_mutations.py shows that the budget catches
+wrong backends.
 GPU backends run the same checks on a CUDA device (marker ``gpu``).
 """
 from __future__ import annotations
@@ -17,8 +19,8 @@ import torch
 import fusedopt
 from fusedopt.registry import ALGORITHMS
 
-from harness import (DTYPES, MODES, SHAPES, assert_within_budget, case_seed, make_problem, run,
-                     sign_ties_of)
+from harness import (DTYPES, MODES, SHAPES, assert_elementwise, assert_within_budget, case_seed,
+                     make_problem, naive_runs, run, sign_ties_of)
 
 #: k of the error budget: a backend may be at most this many times less accurate than the
 #: reference run in the same storage precision. 2 covers a different but equally exact
@@ -56,8 +58,8 @@ def _references(algo: str, dt: str, mode: str, shapes: str, steps: int, device: 
     info = ALGORITHMS[algo]
     problem = make_problem(SHAPES[shapes], steps=steps, seed=case_seed(algo, shapes))
     oracle = run(info, "reference", problem, DTYPES[dt], MODES[mode], oracle=True, device=device)
-    naive = run(info, "reference", problem, DTYPES[dt], MODES[mode], device=device)
-    return problem, oracle, naive
+    naives = naive_runs(info, problem, DTYPES[dt], MODES[mode], device=device)
+    return problem, oracle, naives
 
 
 def _check(backend: str, algo: str, dt: str, mode: str, shapes: str = "small", steps: int = 8,
@@ -65,14 +67,14 @@ def _check(backend: str, algo: str, dt: str, mode: str, shapes: str = "small", s
     info = ALGORITHMS[algo]
     # Long runs are not cached: a 1,000-step problem on the "odd" shapes holds ~1 GB of grads.
     refs = _references if steps <= 100 else _references.__wrapped__
-    problem, oracle, naive = refs(algo, dt, mode, shapes, steps, device)
+    problem, oracle, naives = refs(algo, dt, mode, shapes, steps, device)
     out = run(info, backend, problem, DTYPES[dt], MODES[mode], device=device)
     what = f"{backend}/{algo}/{dt}/{mode}/{shapes}"
-    assert_within_budget(out, naive, oracle, k=K, param_dtype=DTYPES[dt].param,
+    assert_within_budget(out, naives, oracle, k=K, param_dtype=DTYPES[dt].param,
                          state_dtype=DTYPES[dt].state, what=what,
                          sign_ties=sign_ties_of(info, DTYPES[dt], problem))
     if MODES[mode].telemetry:
-        for so, sn in zip(out.stats, naive.stats):
+        for so, sn in zip(out.stats, naives[0].stats):
             for key, value in sn.items():
                 assert so[key] == pytest.approx(value, rel=1e-3, abs=1e-6), (what, key)
 
@@ -144,18 +146,17 @@ def test_cases_cover_every_algorithm_and_mode():
     assert {c[2] for c in CASES} == set(MODES)
 
 
-def _resync_step_errors(backend: str, algo: str, dt: str, mode: str, steps: int = 6):
-    """STYLE P9 for 16-bit params: before every step the naive and the oracle runs are set to
-    the backend's exact state (params, moments, step counts, master), so each step's error is
-    measured on its own and cannot compound. Returns a list of (backend err, naive err, ulp*mag)
-    per step for params."""
+def _resync_steps(backend: str, algo: str, dt: str, mode: str, steps: int = 6):
+    """Single-step errors for 16-bit params: before every step the naive and the oracle runs
+    are set to the backend's exact state (params, moments, step counts, master), so each step's
+    error is measured on its own and cannot compound. Yields, per step, (backend params, naive
+    params, oracle params, params before the step)."""
     info, dts, md = ALGORITHMS[algo], DTYPES[dt], MODES[mode]
     problem = make_problem(SHAPES["small"], steps=steps, seed=7)
     kw = dict(max_grad_norm=md.max_grad_norm, state_dtype=dts.state if info.has_moments else None,
               master_weights=dts.master)
     params = [p.to(dts.param).requires_grad_() for p in problem.params]
     opt = info.make(params, backend=backend, **kw)
-    out = []
     for t in range(steps):
         sd = opt.state_dict()
         naive_params = [p.detach().clone().requires_grad_() for p in params]
@@ -164,6 +165,7 @@ def _resync_step_errors(backend: str, algo: str, dt: str, mode: str, steps: int 
         masters = [opt.state[p].get("master_param") for p in params]
         oracle_params = [(m if m is not None else p.detach()).double().requires_grad_()
                          for p, m in zip(params, masters)]
+        start = [p.detach().clone() for p in oracle_params]
         oracle = info.make(oracle_params, backend="reference", max_grad_norm=md.max_grad_norm)
         oracle.load_state_dict(_without_master(sd))
         for o, ps in ((opt, params), (naive, naive_params), (oracle, oracle_params)):
@@ -176,12 +178,8 @@ def _resync_step_errors(backend: str, algo: str, dt: str, mode: str, steps: int 
                 for p, g in zip(ps, problem.grads[t]):
                     p.grad = g.to(p.dtype)
             o.step(**({"loss": torch.tensor(problem.losses[t])} if info.needs_loss else {}))
-        ref = [p.detach() for p in oracle_params]
-        from harness import max_err
-        eb, mag = max_err([p.detach() for p in params], ref)
-        en, _ = max_err([p.detach() for p in naive_params], ref)
-        out.append((eb, en, torch.finfo(dts.param).eps * mag))
-    return out
+        yield ([p.detach().clone() for p in params], [p.detach() for p in naive_params],
+               [p.detach() for p in oracle_params], start)
 
 
 def _without_master(sd):
@@ -197,13 +195,23 @@ RESYNC_CASES = [(a, d, m) for a in ALGORITHMS for d in ("bf16", "fp16", "bf16_ma
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("algo,dt,mode", RESYNC_CASES)
 def test_backend_16bit_single_step_resync(backend, algo, dt, mode):
-    for t, (eb, en, ulp_mag) in enumerate(_resync_step_errors(backend, algo, dt, mode)):
-        assert eb <= K * en + 1.0 * ulp_mag, f"{backend}/{algo}/{dt}/{mode} step {t}: " \
-            f"error {eb:.3e} > {K} x naive {en:.3e} + 1 ulp"
+    """One step from the same state: K x the naive error + 1 ulp of the param dtype at the
+    element's magnitude over the step (the larger of its value before and after)."""
+    for t, (out, naive, oracle, start) in enumerate(_resync_steps(backend, algo, dt, mode)):
+        peak = [torch.maximum(s.abs(), o.abs()) for s, o in zip(start, oracle)]
+        assert_elementwise(f"{backend}/{algo}/{dt}/{mode} step {t}", out, naive, oracle,
+                           storage=DTYPES[dt].param, k=K, floor_ulps=1.0, peak=peak)
 
 
 def test_resync_harness_measures_something():
-    """The re-sync measurement is not vacuous: the naive bf16 run has a per-step error."""
-    errs = _resync_step_errors("reference", "adamw", "bf16", "plain")
-    assert all(en > 0 for _, en, _ in errs)
-    assert all(eb == en for eb, en, _ in errs)  # reference vs itself
+    """The re-sync measurement is not vacuous: the naive bf16 run has a per-step error, and
+    a wrong step (the update twice) is outside the one-step budget."""
+    for t, (out, naive, oracle, start) in enumerate(_resync_steps("reference", "adamw", "bf16",
+                                                                  "plain")):
+        assert any(not torch.equal(n.double(), o) for n, o in zip(naive, oracle))
+        assert all(torch.equal(a, b) for a, b in zip(out, naive))  # reference vs itself
+        twice = [(2 * o - s).to(torch.bfloat16) for o, s in zip(oracle, start)]
+        peak = [torch.maximum(s.abs(), o.abs()) for s, o in zip(start, oracle)]
+        with pytest.raises(AssertionError):
+            assert_elementwise("update twice", twice, naive, oracle, storage=torch.bfloat16,
+                               k=K, floor_ulps=1.0, peak=peak)
