@@ -411,3 +411,21 @@ def test_state_edits_bump_the_version_and_pickle():
     p0 = again.param_groups[0]["params"][0]
     again.state[p0]["exp_avg"] = torch.ones_like(p0)
     assert again.state.version > v1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_grad_set_to_none_drops_its_param_from_the_step(backend):
+    """The grad of one param is set to None between steps (its old grad freed): that param
+    is not stepped, the others are (a dead weak reference must not pass for 'unchanged')."""
+    params = _model()
+    opt = fusedopt.AdamW(params, backend=backend)
+    _grads(params)
+    opt.step()
+    opt.step()  # cached plan, kept grads
+    params[1].grad = None
+    gc.collect()
+    before = params[1].detach().clone()
+    other = params[0].detach().clone()
+    opt.step()
+    assert torch.equal(params[1].detach(), before)
+    assert not torch.equal(params[0].detach(), other)

@@ -297,8 +297,11 @@ class FusedOptimizer(Optimizer):
                 kgrads = pick(grads, plan.with_grad)
                 if self._dist_groups:
                     kgrads = list(map(D.local, kgrads))
-                if (list(map(_data_ptr, kgrads)) == plan.grad_ptrs
-                        and list(map(_numel, kgrads)) == plan.grad_numels):
+                try:
+                    ptrs = list(map(_data_ptr, kgrads))
+                except TypeError:  # a grad set to None since (its dead weak reference is None)
+                    ptrs = None
+                if ptrs == plan.grad_ptrs and list(map(_numel, kgrads)) == plan.grad_numels:
                     self._fill(plan, kgrads)
                     return plan
             self._check_capture("grads changed")
