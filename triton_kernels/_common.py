@@ -15,14 +15,28 @@ tensors:
   launch covers any number of tensors and every offset is 64-bit.
 
 Note [table cache]: the tables of a bucket live in ``bucket.cache`` (the optimizer keeps it
-across steps) with what decides whether they still hold: the params' ``data_ptr`` tuple (a
-param's storage can be swapped with ``p.data = ...``), compared every call; strong
-references to the step, master and state tensors, compared by identity (the optimizer replaces
-them only in ``load_state_dict``, which clears the caches, and holding them means no cached
-address outlives its memory); and the grads' addresses, which change when grads are
-re-allocated (``zero_grad(set_to_none=True)``): then only the grad row is copied again. Grads
-are never held, so the cache does not keep last step's grads alive. The norm pass caches its
-grad lists by (addresses, sizes).
+across steps) with what decides whether they still hold: the params' and grads' signatures
+(:func:`signature`: address, element count, dtype and contiguity of every tensor), compared
+every call (a param's storage can be swapped with ``p.data = ...``, a grad's with
+``p.grad.data = ...``, at the same address or another); strong references to the step, master
+and state tensors, compared by identity (the optimizer replaces them only in
+``load_state_dict``, which clears the caches, and holding them means no cached address
+outlives its memory). When only the grads' addresses changed (grads re-allocated by
+``zero_grad(set_to_none=True)``) only the grad row is copied again; any other change builds
+new tables, after :func:`build_tables` has checked that every tensor is contiguous with the
+param's element count and one dtype per row. Grads are never held, so the cache does not keep
+last step's grads alive. The norm pass caches its grad lists by the grads' signature.
+
+Note [table streams]: tables are built by host-to-device copies from temporary pinned buffers,
+on the stream current at the time; building (or refreshing the grad row) while that stream
+captures a CUDA graph raises instead (the graph would record a copy from a buffer that is gone
+at replay): run one eager step with the same tensors before capturing. Tables used later on
+another stream are ``record_stream``-ed there once, so the caching allocator does not reuse
+their memory while kernels queued on that stream may still read it.
+
+A CPU tensor lr with GPU params is read on the host at every call (host memory: no sync) and
+passed by value, as the cuda backend does; inside a captured graph that value is frozen at
+capture, so a schedule that must run inside a graph keeps its lr on the device.
 """
 from __future__ import annotations
 
@@ -47,6 +61,7 @@ AUX = 8
 SCALE = 13
 ABC = 14
 MOMENTUM_SQ = 17
+LR_INVALID = 19
 NUM_SLOTS = 32
 
 #: clip_grad_norm_ adds this to the norm (fusedopt.reference.prologue.CLIP_EPS)
@@ -108,6 +123,39 @@ def opmath(dtype: torch.dtype) -> torch.dtype:
 
 
 _data_ptr = Tensor.data_ptr
+_numel = Tensor.numel
+_dtype = operator.attrgetter("dtype")
+_is_contiguous = Tensor.is_contiguous
+
+
+def signature(tensors) -> tuple:
+    """(addresses, element counts, dtypes, contiguity) of ``tensors``: what a kernel that reads
+    ``numel`` contiguous elements at each address depends on (Note [table cache])."""
+    return (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)),
+            tuple(map(_dtype, tensors)), tuple(map(_is_contiguous, tensors)))
+
+
+def _current_stream(device: torch.device):
+    """torch's current stream on a GPU ``device``; None on the CPU (the interpreter)."""
+    return None if device.type == "cpu" else torch.cuda.current_stream(device)
+
+
+def _record_stream(t: Tensor, stream) -> None:
+    t.record_stream(stream)
+
+
+def _capturing(device: torch.device) -> bool:
+    """Whether the current stream of ``device`` is capturing a CUDA graph (never on the CPU)."""
+    return device.type != "cpu" and torch.cuda.is_current_stream_capturing()
+
+
+def _check_not_capturing(device: torch.device, what: str) -> None:
+    """Note [table streams]: no host-to-device copy into a graph being captured."""
+    if _capturing(device):
+        raise RuntimeError(
+            f"fusedopt triton backend: the {what} changed while a CUDA graph is being "
+            "captured; run one eager step with the same tensors before capturing (Note [table "
+            "streams] in fusedopt.triton_kernels._common)")
 
 
 @dataclass
@@ -130,36 +178,54 @@ class Tables:
     partials: Tensor | None = None
     #: the tensors the addresses point into, when the tables own them (autotuning scratch)
     owned: dict | None = None
-    #: Note [table cache]: compared on every call
-    key_ptrs: tuple = ()
-    key_numels: tuple = ()
-    grad_ptrs: tuple = ()
+    #: Note [table cache]: the signatures compared on every call (params: the lowest row)
+    key_sig: tuple = ()
+    grad_sig: tuple = ()
     held: list = field(default_factory=list)
+    #: Note [table streams]: handle -> stream of every stream the tables were used on
+    streams: dict = field(default_factory=dict)
 
     def partial_sums(self) -> Tensor:
         if self.partials is None:
             self.partials = torch.zeros(3, max(self.n_chunks, 1), dtype=torch.float64,
                                         device=self.ptrs.device)
+            for stream in self.streams.values():
+                _record_stream(self.partials, stream)
         return self.partials
 
-    def set_grads(self, grad_ptrs: tuple) -> None:
+    def use_on_current_stream(self) -> None:
+        """Note [table streams]: ``record_stream`` on the first use on a new stream."""
+        stream = _current_stream(self.ptrs.device)
+        if stream is None or stream.cuda_stream in self.streams:
+            return
+        self.streams[stream.cuda_stream] = stream
+        for t in (self.ptrs, self.numels, self.chunks, self.partials):
+            if t is not None:
+                _record_stream(t, stream)
+
+    def set_grads(self, grad_sig: tuple) -> None:
         """New grad addresses (re-allocated grads): refresh that row only."""
-        self.host_ptrs[ROW_GRAD] = torch.tensor(grad_ptrs, dtype=torch.int64)
+        _check_not_capturing(self.ptrs.device, "grads of a bucket")
+        self.host_ptrs[ROW_GRAD] = torch.tensor(grad_sig[0], dtype=torch.int64)
         self.ptrs[ROW_GRAD].copy_(_to_device(self.host_ptrs[ROW_GRAD], self.ptrs.device),
                                   non_blocking=True)
         self.aligned = _all_aligned(self.host_ptrs)
-        self.grad_ptrs = grad_ptrs
+        self.grad_sig = grad_sig
 
 
 def build_tables(rows: dict[int, list[Tensor]], chunk: int) -> Tables:
     """Pointer, size and chunk tables for the tensors of ``rows`` (row index -> tensors).
 
-    Every row holds one tensor per param; the sizes are those of the lowest row. One host to
-    device copy per table (the caller caches the result).
+    Every row holds one tensor per param; the sizes are those of the lowest row, and every
+    other row (but the 0-d step counts) must match them, be contiguous and of one dtype: the
+    kernels read that many contiguous elements at each address. One host to device copy per
+    table (the caller caches the result).
     """
     first = rows[min(rows)]
     n = len(first)
     device = first[0].device
+    _check_rows(rows)
+    _check_not_capturing(device, "tensors of a bucket")
     ptrs = torch.zeros(NUM_ROWS, n, dtype=torch.int64)
     for r, ts in rows.items():
         ptrs[r] = torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64)
@@ -170,10 +236,29 @@ def build_tables(rows: dict[int, list[Tensor]], chunk: int) -> Tables:
     start = (torch.arange(tensor_of_chunk.numel(), dtype=torch.int64)
              - first_chunk[tensor_of_chunk]) * chunk
     chunks = torch.stack([tensor_of_chunk, start])
-    return Tables(ptrs=_to_device(ptrs, device), numels=_to_device(numels, device),
-                  chunks=_to_device(chunks, device), n_tensors=n, n_chunks=int(chunks.shape[1]),
-                  chunk=chunk, aligned=_all_aligned(ptrs), host_ptrs=ptrs,
-                  row_dtypes={r: ts[0].dtype for r, ts in rows.items()})
+    tables = Tables(ptrs=_to_device(ptrs, device), numels=_to_device(numels, device),
+                    chunks=_to_device(chunks, device), n_tensors=n,
+                    n_chunks=int(chunks.shape[1]), chunk=chunk, aligned=_all_aligned(ptrs),
+                    host_ptrs=ptrs, row_dtypes={r: ts[0].dtype for r, ts in rows.items()})
+    stream = _current_stream(device)
+    if stream is not None:
+        tables.streams[stream.cuda_stream] = stream
+    return tables
+
+
+def _check_rows(rows: dict[int, list[Tensor]]) -> None:
+    first = rows[min(rows)]
+    for r, ts in rows.items():
+        if len(ts) != len(first):
+            raise ValueError(f"fusedopt triton backend: table row {r} has {len(ts)} tensors, "
+                             f"row {min(rows)} {len(first)}")
+        for i, (t, f) in enumerate(zip(ts, first)):
+            size_ok = t.numel() == 1 if r == ROW_STEP else t.numel() == f.numel()
+            if not size_ok or t.dtype != ts[0].dtype or not t.is_contiguous():
+                raise ValueError(
+                    f"fusedopt triton backend: tensor {i} of table row {r} is {t.dtype}, "
+                    f"{t.numel()} elements, strides {tuple(t.stride())}; the kernel needs "
+                    f"{ts[0].dtype}, {1 if r == ROW_STEP else f.numel()} elements, contiguous")
 
 
 def _all_aligned(ptrs: Tensor) -> bool:
@@ -183,14 +268,13 @@ def _all_aligned(ptrs: Tensor) -> bool:
 
 def grad_list_tables(cache: dict, key: str, grads: list[Tensor], chunk: int) -> Tables:
     """The tables of a grad list (the norm pass) from ``cache[key]``, rebuilt when the grads'
-    addresses or sizes change."""
-    ptrs = tuple(map(_data_ptr, grads))
-    numels = tuple(map(Tensor.numel, grads))
+    signature changes (Note [table cache])."""
+    sig = signature(grads)
     tables = cache.get(key)
-    if (tables is None or tables.key_ptrs != ptrs or tables.key_numels != numels
-            or tables.chunk != chunk):
+    if tables is None or tables.key_sig != sig or tables.chunk != chunk:
         tables = cache[key] = build_tables({ROW_GRAD: grads}, chunk)
-        tables.key_ptrs, tables.key_numels = ptrs, numels
+        tables.key_sig = sig
+    tables.use_on_current_stream()
     return tables
 
 
@@ -207,34 +291,38 @@ def bucket_tables(b, chunk: int) -> Tables:
     One set of tables serves every kernel of the bucket (update, momentum, finish); they live in
     ``b.cache``, which the optimizer keeps across steps (Note [table cache]).
     """
-    param_ptrs = tuple(map(_data_ptr, b.params))
-    grad_ptrs = tuple(map(_data_ptr, b.grads))
+    param_sig = signature(b.params)
+    grad_sig = signature(b.grads)
     held = list(b.steps) + (b.masters or []) + [t for ts in b.states.values() for t in ts]
     tables = b.cache.get("triton")
-    if (tables is not None and tables.key_ptrs == param_ptrs and tables.chunk == chunk
-            and len(tables.held) == len(held)
+    if (tables is not None and tables.key_sig == param_sig and tables.chunk == chunk
+            and tables.grad_sig[1:] == grad_sig[1:] and len(tables.held) == len(held)
             and all(map(operator.is_, tables.held, held))):
-        if tables.grad_ptrs != grad_ptrs:
-            tables.set_grads(grad_ptrs)
-        return tables
-    rows = {ROW_PARAM: b.params, ROW_GRAD: b.grads, ROW_STEP: b.steps}
-    if b.masters is not None:
-        rows[ROW_MASTER] = b.masters
-    for name, tensors in b.states.items():
-        rows[STATE_ROWS[name]] = tensors
-    tables = b.cache["triton"] = build_tables(rows, chunk)
-    tables.key_ptrs, tables.grad_ptrs, tables.held = param_ptrs, grad_ptrs, held
+        if tables.grad_sig[0] != grad_sig[0]:
+            tables.set_grads(grad_sig)
+    else:
+        rows = {ROW_PARAM: b.params, ROW_GRAD: b.grads, ROW_STEP: b.steps}
+        if b.masters is not None:
+            rows[ROW_MASTER] = b.masters
+        for name, tensors in b.states.items():
+            rows[STATE_ROWS[name]] = tensors
+        tables = b.cache["triton"] = build_tables(rows, chunk)
+        tables.key_sig, tables.grad_sig, tables.held = param_sig, grad_sig, held
+    tables.use_on_current_stream()
     return tables
 
 
 def lr_arguments(lr, stats: Tensor) -> tuple[float, Tensor, bool]:
     """``(lr value, lr pointer, read lr from the pointer?)`` for a float or 0-d tensor lr.
 
-    A tensor lr is read by the kernel on the device (no host sync, schedules write it in place);
-    one on another device than the params is copied there first. A float lr is passed by value
-    and the pointer is a placeholder the kernel never reads.
+    A tensor lr on the params' device is read by the kernel (no host sync, schedules write it
+    in place). A CPU tensor lr with GPU params is host memory: it is read here, at every call,
+    and passed by value, as the cuda backend does (Note [table streams] on CUDA graphs). A
+    float lr is passed by value and the pointer is a placeholder the kernel never reads.
     """
     if isinstance(lr, Tensor):
+        if lr.device.type == "cpu" and stats.device.type != "cpu":
+            return float(lr), stats, False
         return 0.0, on_device(lr, stats.device).reshape(()), True
     return float(lr), stats, False
 

@@ -4,22 +4,38 @@ The native core knows no torch (DESIGN.md §3): it takes data pointers, sizes, d
 floats. This module turns tensor lists into those tables once and caches them.
 
 Note [table cache]: a bucket's :class:`_C.TensorTable` lives in ``bucket.cache`` (the optimizer
-keeps that dict across steps) with
+keeps that dict across steps) with what decides whether it still describes the tensors:
 
-* the params' and grads' ``data_ptr()`` tuples: they are compared every step, because a param's
-  storage can be swapped (``p.data = ...``) and grads are re-allocated after
-  ``zero_grad(set_to_none=True)``. New grad pointers only refresh the grad column
-  (``set_grads``); new param pointers rebuild the table.
+* the params' and grads' signatures (:func:`signature`: address, element count, dtype and
+  contiguity of every tensor, everything a kernel that reads ``numel`` contiguous elements at
+  ``data_ptr()`` depends on), compared every step: a param's storage can be swapped
+  (``p.data = ...``, also with a view of the same address and another size), grads are
+  re-allocated after ``zero_grad(set_to_none=True)``, and ``p.grad.data = ...`` can put a grad
+  of another dtype or size at a recycled address. New grad addresses alone only refresh the
+  grad column (``set_grads``); anything else rebuilds the table, after
+  :func:`check_bucket` has checked what the kernel will touch.
 * strong references to the state, step and master tensors, compared by identity every step (in
   C++, ~1 ns each). Holding them means a cached pointer can never outlive its memory; the
   optimizer replaces them only in ``load_state_dict``, which clears the caches.
 
-Grads are never held: the cache must not keep last step's grads alive.
+Grads are never held: the cache must not keep last step's grads alive. The norm pass's grad
+lists (:func:`grad_list`) are cached the same way, by the grads' signature, at most
+``_GRAD_LISTS_MAX`` of them.
+
+Note [threads after fork]: an OpenMP runtime (libgomp) whose thread pool ran in a process
+hangs in a child forked from it at the child's first parallel region, and whether the parent
+(fusedopt, torch or any other library sharing the runtime) ever started that pool cannot be
+asked. :func:`num_threads` therefore returns 1 in every forked child, warning once: the C++
+loops then run serially without entering an OpenMP region (csrc/cpu/parallel.h), so the
+child's results are the one-thread results.
 """
 from __future__ import annotations
 
+import operator
+import os
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -44,6 +60,9 @@ STATE_SLOTS = {
 }
 
 _data_ptr = Tensor.data_ptr
+_numel = Tensor.numel
+_dtype = operator.attrgetter("dtype")
+_is_contiguous = Tensor.is_contiguous
 
 
 def native():
@@ -53,9 +72,43 @@ def native():
     return _C
 
 
+#: Note [threads after fork]: True in a process forked from the one that imported fusedopt
+_FORKED = False
+_FORK_WARNED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def num_threads() -> int:
-    """Threads for a kernel call: torch's intra-op count (Note [threads], csrc/cpu/parallel.h)."""
-    return torch.get_num_threads()
+    """Threads for a kernel call: torch's intra-op count (Note [threads], csrc/cpu/parallel.h),
+    or 1 in a forked child (Note [threads after fork])."""
+    global _FORK_WARNED
+    n = torch.get_num_threads()
+    if _FORKED and n > 1:
+        if not _FORK_WARNED:
+            _FORK_WARNED = True
+            warnings.warn(
+                "fusedopt: this process is a fork of one that may have run OpenMP threads, "
+                "whose thread pool does not survive a fork (a parallel region would hang); the "
+                "cpu backend runs on one thread here. torch's own parallel ops hang here too "
+                "unless torch.set_num_threads(1) is called; start workers with the 'spawn' or "
+                "'forkserver' method to keep threads.", RuntimeWarning, stacklevel=2)
+        return 1
+    return n
+
+
+def signature(tensors: Sequence[Tensor]) -> tuple:
+    """What a kernel reads of each tensor, given only a pointer and an element count: the
+    addresses, element counts, dtypes and contiguity (Note [table cache])."""
+    return (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)),
+            tuple(map(_dtype, tensors)), tuple(map(_is_contiguous, tensors)))
 
 
 def _default_state_dtype(param_dtype: torch.dtype) -> torch.dtype:
@@ -65,8 +118,9 @@ def _default_state_dtype(param_dtype: torch.dtype) -> torch.dtype:
 @dataclass
 class _TableEntry:
     table: Any
-    param_ptrs: tuple[int, ...]
-    grad_ptrs: tuple[int, ...]
+    param_sig: tuple
+    grad_sig: tuple
+    dtypes: tuple
     owned: list[list[Tensor]]
 
 
@@ -77,8 +131,36 @@ def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
     return lists
 
 
+def check_bucket(b: Bucket, slots: tuple[str, ...], backend: str) -> None:
+    """Everything a kernel will touch through a table of ``b``, checked before it is built: a
+    kernel reads ``numel`` contiguous elements of one dtype per stream at each address, so every
+    grad, state and master must have its param's element count, the bucket's dtype of its
+    stream, and be contiguous (the optimizer validates this first; a table never trusts it)."""
+    n = len(b.params)
+    numel = [p.numel() for p in b.params]
+    state_dtype = b.state_dtype
+    streams = [("param", b.params, b.param_dtype), ("grad", b.grads, b.grad_dtype)]
+    streams += [(k, b.states[k], state_dtype) for k in slots if k in b.states]
+    if b.masters is not None:
+        streams.append(("master", b.masters, torch.float32))
+    for name, tensors, dtype in streams:
+        if len(tensors) != n:
+            raise ValueError(f"fusedopt {backend} backend: {len(tensors)} {name} tensors for "
+                             f"{n} params")
+        for i, t in enumerate(tensors):
+            if t.numel() != numel[i] or t.dtype != dtype or not t.is_contiguous():
+                raise ValueError(
+                    f"fusedopt {backend} backend: the {name} tensor of param {i} of a bucket "
+                    f"is {t.dtype}, {t.numel()} elements, strides {tuple(t.stride())}; the "
+                    f"kernel needs {dtype}, {numel[i]} elements, contiguous")
+    if len(b.steps) != n or any(s.numel() != 1 or s.dtype != torch.float32 for s in b.steps):
+        raise ValueError(f"fusedopt {backend} backend: every param needs a one-element fp32 "
+                         "step count")
+
+
 def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None):
     C = native()
+    check_bucket(b, slots, "cpu")
     states = [[_data_ptr(t) for t in b.states.get(k, [])] for k in slots]
     state_dtype = b.state_dtype or _default_state_dtype(b.param_dtype)
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
@@ -95,36 +177,47 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`STATE_SLOTS`), rebuilt only when its signature changes (Note [table cache])."""
     slots = STATE_SLOTS[kind]
     key = ("cpu", kind, chunk_size)
-    param_ptrs = tuple(map(_data_ptr, b.params))
-    grad_ptrs = tuple(map(_data_ptr, b.grads))
+    param_sig = signature(b.params)
+    grad_sig = signature(b.grads)
+    dtypes = (b.state_dtype, b.masters is not None)
     entry = b.cache.get(key)
-    if (entry is not None and entry.param_ptrs == param_ptrs
+    if (entry is not None and entry.param_sig == param_sig and entry.dtypes == dtypes
+            and entry.grad_sig[1:] == grad_sig[1:]
             and _C.same_objects(entry.owned, _owned(b, slots))):
-        if entry.grad_ptrs != grad_ptrs:
-            entry.table.set_grads(list(grad_ptrs))
-            entry.grad_ptrs = grad_ptrs
+        if entry.grad_sig[0] != grad_sig[0]:
+            entry.table.set_grads(list(grad_sig[0]))
+            entry.grad_sig = grad_sig
         return entry.table
-    entry = _TableEntry(_build(b, slots, chunk_size), param_ptrs, grad_ptrs, _owned(b, slots))
+    entry = _TableEntry(_build(b, slots, chunk_size), param_sig, grad_sig, dtypes,
+                        _owned(b, slots))
     b.cache[key] = entry
     return entry.table
 
 
 # Grad lists of the prologue are not a bucket: they get their own small cache, keyed by the
-# grads' (data_ptr, numel) signature. Two entries cover the gradient prologue and IAN-SGD's
-# independent-batch prologue alternating.
+# grads' signature (Note [table cache]); the entries hold raw pointers, never the grads. Two
+# entries cover the gradient prologue and IAN-SGD's independent-batch prologue alternating;
+# the bound keeps a process with several optimizers (or changing grads) from growing it.
 _GRAD_LISTS: dict[tuple, Any] = {}
 _GRAD_LISTS_MAX = 4
 
 
 def grad_list(grads: list[Tensor], chunk_size: int | None = None):
-    """The :class:`_C.GradList` of ``grads`` (any mix of fp32/bf16/fp16/fp64), cached."""
-    ptrs = tuple(map(_data_ptr, grads))
-    key = (ptrs, tuple(map(Tensor.numel, grads)), chunk_size)
+    """The :class:`_C.GradList` of ``grads`` (any mix of fp32/bf16/fp16/fp64), cached by the
+    grads' :func:`signature`."""
+    sig = signature(grads)
+    key = (sig, chunk_size)
     found = _GRAD_LISTS.get(key)
     if found is not None:
         return found
+    ptrs, numel, dtypes, contiguous = sig
+    for i, (dtype, ok) in enumerate(zip(dtypes, contiguous)):
+        if dtype not in DTYPE_CODES or not ok:
+            raise ValueError(f"fusedopt cpu backend: grad {i} of the norm pass is {dtype}, "
+                             f"strides {tuple(grads[i].stride())}; the kernel reads contiguous "
+                             "fp32/bf16/fp16/fp64 grads")
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
-    found = native().GradList(list(key[1]), list(ptrs), [DTYPE_CODES[g.dtype] for g in grads],
+    found = native().GradList(list(numel), list(ptrs), [DTYPE_CODES[d] for d in dtypes],
                               **kwargs)
     if len(_GRAD_LISTS) >= _GRAD_LISTS_MAX:
         _GRAD_LISTS.pop(next(iter(_GRAD_LISTS)))

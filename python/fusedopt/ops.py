@@ -12,6 +12,8 @@ while tracing (``torch.compiler.is_compiling()``). Both paths run the same kerne
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from typing import Optional
 
 import torch
@@ -21,16 +23,28 @@ from . import backends
 from .backends import Bucket
 from .reference.adam_family import AdamHyper
 
-#: backend caches and tables of the traced path, keyed by (op, backend, tensor data_ptrs): a
-#: compiled step passes the same tensors every call, so its tables are built once
-_TRACED: dict[tuple, tuple[dict, dict]] = {}
+#: Note [traced caches]: the backend caches and tables of the traced path, one (cache, tables)
+#: pair per bucket, keyed by (op, backend, the params' data_ptrs): a compiled step passes the
+#: same params every call, so a bucket's tables are built once (the backends' own checks of
+#: every tensor's signature decide whether they still hold; grads, whose addresses change from
+#: step to step, are not in the key). Bounded: at most _TRACED_MAX entries, least recently used
+#: dropped first; and an entry is dropped when its first param is freed, so the states, steps
+#: and masters its tables hold die with the model.
+_TRACED: OrderedDict[tuple, tuple[dict, dict, weakref.finalize]] = OrderedDict()
+_TRACED_MAX = 64
 
 
 def _bucket(op, backend, params, grads, steps, states, masters) -> Bucket:
     states = {k: v for k, v in states.items() if v}
-    lists = [params, grads, steps, masters or []] + list(states.values())
-    key = (op, backend) + tuple(t.data_ptr() for lst in lists for t in lst)
-    cache, tables = _TRACED.setdefault(key, ({}, {}))
+    key = (op, backend) + tuple(map(Tensor.data_ptr, params))
+    entry = _TRACED.get(key)
+    if entry is None:
+        while len(_TRACED) >= _TRACED_MAX:
+            _TRACED.popitem(last=False)[1][2].detach()
+        entry = _TRACED[key] = ({}, {}, weakref.finalize(params[0], _TRACED.pop, key, None))
+    else:
+        _TRACED.move_to_end(key)
+    cache, tables, _ = entry
     return Bucket(list(params), list(grads), list(steps), states,
                   list(masters) if masters else None, cache, tables)
 
