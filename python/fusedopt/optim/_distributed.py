@@ -18,14 +18,26 @@ from torch import Tensor
 from .. import _stats as S
 from ..reference.prologue import clip_coefficient
 
-try:  # DTensor is part of torch.distributed, which some builds leave out
-    from torch.distributed.tensor import DTensor, Shard
-except ImportError:  # pragma: no cover
-    DTensor = Shard = None
+# Note [lazy DTensor]: importing torch.distributed.tensor costs ~2 s (sympy, DTensor's op
+# registry), so fusedopt never imports it. A DTensor cannot exist unless that module was
+# imported (by fully_shard, distribute_tensor, ... or the user), so its absence from
+# sys.modules already answers "is this a DTensor?" with no; once present, its class is cached.
+_DTENSOR_MODULE = "torch.distributed.tensor"
+_dtensor_type: type | None = None
+
+
+def _dtensor() -> type | None:
+    """DTensor's class if torch.distributed.tensor is loaded (and cached from then on), else
+    None. A module still initializing (no DTensor attribute yet) reads as absent."""
+    global _dtensor_type
+    if _dtensor_type is None:
+        _dtensor_type = getattr(sys.modules.get(_DTENSOR_MODULE), "DTensor", None)
+    return _dtensor_type
 
 
 def is_dtensor(t: Any) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    cls = _dtensor_type or _dtensor()
+    return cls is not None and isinstance(t, cls)
 
 
 def local(t: Tensor) -> Tensor:
@@ -45,6 +57,8 @@ def shard_groups(params: list[Tensor], owner: str) -> list | None:
     if kinds == {True, False}:
         raise ValueError(f"{owner}: some params are DTensors (sharded) and some are not; fusedopt "
                          "needs all params of one optimizer sharded on one mesh, or none")
+    from torch.distributed.tensor import Shard  # loaded: a param above is a DTensor
+
     mesh, placements = params[0].device_mesh, params[0].placements
     for p in params:
         if p.device_mesh != mesh or p.placements != placements:
