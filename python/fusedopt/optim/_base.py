@@ -35,7 +35,7 @@ from ..ops import Kernels
 from . import _distributed as D
 from . import _layout as L
 from . import _validation as V
-from ._plan import ParamEntry, Plan, grad_ref, pick
+from ._plan import ParamInfo, Plan, grad_ref, pick
 from ._state import StateDict, StateVersion, as_state_dict
 
 _GRAD = operator.attrgetter("grad")
@@ -43,6 +43,8 @@ _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
 _call = operator.call if hasattr(operator, "call") else (lambda f: f())
 _HALF = (torch.float16, torch.bfloat16)
+_F32 = torch.float32
+_STRIDED = torch.strided
 
 #: attributes rebuilt after unpickling / deep-copying instead of copied (module objects,
 #: process groups, caches of device memory, the step plan)
@@ -305,7 +307,7 @@ class FusedOptimizer(Optimizer):
                     self._fill(plan, kgrads)
                     return plan
             self._check_capture("grads changed")
-            plan = self._rebuild_buckets(plan, params, grads)
+            plan = self._rebuild_buckets(plan, grads)
         if plan is None:
             self._check_capture("params or state changed")
             plan = self._build_plan(params)
@@ -331,7 +333,7 @@ class FusedOptimizer(Optimizer):
         owner = self._owner()
         local = D.local if self._dist_groups else _identity
         watched: list[Tensor] = []
-        validated: set[int] = set()
+        infos: list[ParamInfo | None] = []
         spans: list[tuple[int, int, str]] = []
         for gi, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
@@ -342,15 +344,21 @@ class FusedOptimizer(Optimizer):
                 if L.self_overlaps(lp):
                     raise ValueError(f"{owner}: {label} has elements that share memory")
                 if p.grad is None and not p.requires_grad and not self.state.get(p):
-                    continue  # frozen, no state: nothing of it is read
+                    infos.append(None)  # frozen, no state: nothing of it is read
+                    continue
                 state = self._ensure_state(p, group)
                 tensors = self._check_state(p, lp, state, keys, label)
-                validated.add(id(p))
                 watched.append(lp)
                 watched.extend(tensors)
                 spans.append((*L.byte_span(lp), label))
                 for key, t in zip(self._kernel_keys(p, keys), tensors):
                     spans.append((*L.byte_span(t), f"the '{key}' state of {label}"))
+                dense = L.is_dense(lp)
+                kernel = lp if dense else lp.contiguous()  # staged: copied in and out per step
+                master = tensors[-1] if self._uses_master(p) else None
+                infos.append(ParamInfo(gi, i, p, lp, kernel, not dense, kernel.stride(),
+                                       lp.shape, lp.device, p.dtype, self._state_dtype_for(p),
+                                       tensors[0], tuple(tensors[1:1 + len(keys)]), master))
         clash = L.first_overlap(spans)
         if clash is not None:
             raise ValueError(f"{owner}: {clash[0]} and {clash[1]} share memory; the kernels "
@@ -358,11 +366,10 @@ class FusedOptimizer(Optimizer):
                              "thread order)")
         kernel_params = [local(p) for p in params]
         plan = Plan(params=params, group_keys=self._group_keys(), state=self.state,
-                    version=self.state.version, grad_refs=[], groups=[], entries=[],
-                    with_grad=[], watched=watched, watched_ptrs=list(map(_data_ptr, watched)),
-                    validated=validated, kernel_params=kernel_params,
+                    version=self.state.version, infos=infos, watched=watched,
+                    watched_ptrs=list(map(_data_ptr, watched)), kernel_params=kernel_params,
                     param_numels=list(map(_numel, kernel_params)))
-        built = self._rebuild_buckets(plan, params, list(map(_GRAD, params)))
+        built = self._rebuild_buckets(plan, list(map(_GRAD, params)))
         assert built is not None  # every param with a grad was validated above
         return built
 
@@ -420,63 +427,60 @@ class FusedOptimizer(Optimizer):
             return lp.stride()
         return torch.empty(lp.shape, device="meta").stride()
 
-    def _rebuild_buckets(self, plan: Plan, params: list[Tensor], grads: list) -> Plan | None:
-        """New buckets over the validated params and states for these grads (validated here);
-        None when a param that was not validated has a grad (then the whole plan is rebuilt)."""
-        owner = self._owner()
+    def _rebuild_buckets(self, plan: Plan, grads: list) -> Plan | None:
+        """New buckets over the validated params and states (``plan.infos``) for these grads,
+        validated here; None when a param that was not validated has a grad (then the whole
+        plan is rebuilt). Labels for messages are formatted only when raising."""
         local = D.local if self._dist_groups else _identity
-        groups = []
-        entries: list[ParamEntry] = []
+        buckets: dict[tuple, Bucket] = {}
+        fills: dict[tuple, list[int]] = {}
         with_grad: list[int] = []
         kgrads: list[Tensor] = []
-        fills: list[tuple[Bucket, list[int]]] = []
-        fill_of: dict[int, list[int]] = {}
+        staged: list[tuple[Tensor, Tensor]] = []
         staged_grads = False
-        flat = 0
-        for gi, group in enumerate(self.param_groups):
-            keys = self._state_keys(group)
-            by_key: dict[tuple, Bucket] = {}
-            for i, p in enumerate(group["params"]):
-                g = grads[flat]
-                flat += 1
-                if g is None:
-                    continue
-                if id(p) not in plan.validated:
-                    return None  # a param that had no state to check gets a grad: revalidate
-                V.check_grad(owner, p, g, V.param_label(group, i, gi))
-                state = self.state[p]
-                lp, lg = local(p), local(g)
-                dense = L.is_dense(lp)
-                kp = lp if dense else lp.contiguous()
-                if lg.stride() != kp.stride() and lg.numel() > 1:
-                    lg = torch.empty_like(kp, dtype=lg.dtype).copy_(lg)
-                    staged_grads = True
-                master = state.get("master_param") if self._uses_master(p) else None
-                sdt = self._state_dtype_for(p)
-                key = (p.dtype, g.dtype, sdt, master is not None)
-                b = by_key.get(key)
-                if b is None:
-                    cache = self._caches.setdefault((gi,) + key, {})
-                    b = by_key[key] = Bucket([], [], [], {k: [] for k in keys},
-                                             [] if master is not None else None, cache)
-                    fills.append((b, []))
-                    fill_of[id(b)] = fills[-1][1]
-                fill_of[id(b)].append(len(kgrads))
-                entries.append(ParamEntry(p, kp, not dense, b, len(b.params), gi, i))
-                with_grad.append(flat - 1)
-                kgrads.append(lg)
-                b.params.append(kp)
-                b.grads.append(lg)
-                b.steps.append(D.local(state["step"]))
-                for k in keys:
-                    b.states[k].append(D.local(state[k]))
-                if master is not None:
-                    b.masters.append(D.local(master))
-            if by_key:
-                groups.append((group, list(by_key.values())))
-        plan.groups = groups
-        plan.fills = fills
-        plan.entries = entries
+        for idx, g in enumerate(grads):
+            if g is None:
+                continue
+            info = plan.infos[idx]
+            if info is None:
+                return None  # a param that had no state to check gets a grad: revalidate
+            lg = local(g)
+            gdt = lg.dtype
+            if (lg.layout is not _STRIDED or (gdt is not info.dtype and gdt is not _F32)
+                    or lg.shape != info.shape or lg.device != info.device):
+                group = self.param_groups[info.group_index]
+                V.check_grad(self._owner(), info.param, g,
+                             V.param_label(group, info.param_index, info.group_index))
+            if lg.numel() > 1 and lg.stride() != info.strides:
+                # Note [kernel layout]: a grad in another layout is copied into the param's
+                lg = torch.empty_like(info.kernel, dtype=gdt).copy_(lg)
+                staged_grads = True
+            if info.staged:
+                staged.append((info.local, info.kernel))
+            key = (info.group_index, info.dtype, gdt, info.state_dtype, info.master is not None)
+            b = buckets.get(key)
+            if b is None:
+                group = self.param_groups[info.group_index]
+                b = buckets[key] = Bucket(
+                    [], [], [], {k: [] for k in self._state_keys(group)},
+                    [] if info.master is not None else None, self._caches.setdefault(key, {}))
+                fills[key] = []
+            fills[key].append(len(kgrads))
+            with_grad.append(idx)
+            kgrads.append(lg)
+            b.params.append(info.kernel)
+            b.grads.append(lg)
+            b.steps.append(info.step)
+            for lst, t in zip(b.states.values(), info.states):
+                lst.append(t)
+            if info.master is not None:
+                b.masters.append(info.master)
+        by_group: dict[int, list[Bucket]] = {}
+        for key, b in buckets.items():
+            by_group.setdefault(key[0], []).append(b)
+        plan.groups = [(self.param_groups[gi], bs) for gi, bs in sorted(by_group.items())]
+        plan.fills = [(buckets[key], idx) for key, idx in fills.items()]
+        plan.staged = staged
         plan.with_grad = with_grad
         plan.grad_refs = list(map(grad_ref, grads))
         plan.grad_ptrs = list(map(_data_ptr, kgrads))
@@ -525,9 +529,9 @@ class FusedOptimizer(Optimizer):
     def _run_plan(self, plan: Plan, loss: Tensor | None) -> None:
         groups, all_grads = plan.groups, plan.all_grads
         stats = self._stats
-        staged = plan.staged_params
-        for e in staged:  # Note [kernel layout]: non-dense params run on a contiguous copy
-            e.kernel.copy_(D.local(e.param))
+        staged = plan.staged
+        for param, kernel in staged:  # Note [kernel layout]: non-dense params run on a copy
+            kernel.copy_(param)
         grad_scale, found_inf, check_inf = self._amp_inputs()
         need_norm = self.max_grad_norm is not None or check_inf or self._needs_grad_norm
         use_prologue = (need_norm or grad_scale is not None or found_inf is not None
@@ -549,8 +553,8 @@ class FusedOptimizer(Optimizer):
             stats[S.CLIP_COEF:S.COEF + 1].fill_(1.0)
         self._prologue_norm = need_norm
         self._run_updates(groups, stats, use_prologue, loss)
-        for e in staged:
-            D.local(e.param).copy_(e.kernel)
+        for param, kernel in staged:
+            param.copy_(kernel)
         if self.telemetry and (self._dist_groups or self._zero_groups):
             D.finish_telemetry_(stats, (self._dist_groups or []) + (self._zero_groups or []))
 

@@ -57,16 +57,23 @@ def pick(seq: list | tuple, idx: list[int]) -> list:
 
 
 @dataclass
-class ParamEntry:
-    """One param with a grad, as the kernels see it."""
+class ParamInfo:
+    """One validated param with its state, as the kernels see it (built once per plan)."""
 
-    param: Tensor            # the param object (DTensor for sharded params)
-    kernel: Tensor           # the tensor the kernels update: the local param or a staging copy
-    staged: bool             # kernel is a contiguous copy of a non-dense param
-    bucket: Bucket
-    index: int               # position in the bucket's lists
     group_index: int
     param_index: int         # position in its group's params
+    param: Tensor            # the param object (a DTensor for sharded params)
+    local: Tensor            # its local tensor (the param itself unless sharded)
+    kernel: Tensor           # what the kernels update: ``local``, or a contiguous staging copy
+    staged: bool             # kernel is a staging copy of a non-dense param
+    strides: tuple[int, ...]  # the kernel layout every stream must have
+    shape: torch.Size
+    device: torch.device
+    dtype: torch.dtype
+    state_dtype: torch.dtype
+    step: Tensor
+    states: tuple[Tensor, ...]  # in the order of the optimizer's _state_keys
+    master: Tensor | None
 
 
 @dataclass
@@ -74,19 +81,19 @@ class Plan:
     """A validated step (Note [step plan])."""
 
     params: list[Tensor]                     # every param of every group, in order
-    group_keys: list[tuple]                  # per group: (id(group), id(its params), state keys)
+    group_keys: list[tuple]                  # per group: ids, length, state keys
     state: Any                               # the StateDict it was built from
     version: int                             # its version then
-    grad_refs: list                          # per param: weak reference to the grad seen
-    groups: list[tuple[dict, list[Bucket]]]  # (param group, its buckets)
-    entries: list[ParamEntry]                # the params that had a grad, in param order
-    with_grad: list[int]                     # their positions in ``params``
+    infos: list[ParamInfo | None]            # per param (None: frozen, nothing to read)
     watched: list[Tensor]                    # params, states, masters, steps (by address)
     watched_ptrs: list[int]
-    validated: set[int] = field(default_factory=set)  # ids of the params checked with state
+    kernel_params: list[Tensor]              # local params, for their element counts
+    param_numels: list[int]
+    groups: list[tuple[dict, list[Bucket]]] = field(default_factory=list)
     fills: list[tuple[Bucket, list[int]]] = field(default_factory=list)  # bucket <- kernel grads
-    kernel_params: list[Tensor] = field(default_factory=list)  # local params, for numels
-    param_numels: list[int] = field(default_factory=list)
+    staged: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (param, staging copy)
+    with_grad: list[int] = field(default_factory=list)  # positions in params with a grad
+    grad_refs: list = field(default_factory=list)  # per param: weak reference to its grad
     grad_ptrs: list[int] = field(default_factory=list)  # kernel grads' addresses at build
     grad_numels: list[int] = field(default_factory=list)
     staged_grads: bool = False               # some grad is copied into its param's layout
@@ -95,10 +102,5 @@ class Plan:
     def release(self) -> None:
         """Drop this step's grads (Note [step plan]: no grad is held between steps)."""
         self.all_grads = []
-        for _, buckets in self.groups:
-            for b in buckets:
-                b.grads = []
-
-    @property
-    def staged_params(self) -> list[ParamEntry]:
-        return [e for e in self.entries if e.staged]
+        for b, _ in self.fills:
+            b.grads = []
