@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--bytes", action="store_true", help="print the bytes model and exit")
+    p.add_argument("--host", action="store_true", help="the host-overhead mode instead: "
+                   "python -m fusedopt.bench.host (the flags after --host are its own)")
     return p
 
 
@@ -100,6 +102,10 @@ def _plan(args: argparse.Namespace, settings: suite.Settings, optimizers: int
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 when a fusedopt contender failed)."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    if "--host" in given:  # its own flags: tiny tensors, host time only
+        from . import host
+        return host.main([a for a in given if a != "--host"])
     p = parser()
     args = p.parse_args(argv)
     _check_names(args, p)
