@@ -1,6 +1,6 @@
 """Thin build driver: the Python packages, plus the native core ``fusedopt._C`` (and, when nvcc
 is found, the CUDA kernels ``fusedopt._C_cuda``) built by CMakeLists.txt with ninja
-(DESIGN.md §5).
+(docs/architecture.md#build).
 
 Build dependencies are pip packages only (pyproject.toml: pybind11, cmake, ninja; not torch),
 so ``pip install .`` works with build isolation. Environment knobs, all optional:

@@ -1,4 +1,5 @@
-"""Seeding and device fixtures shared by every test (STYLE P9: seed every test from here)."""
+"""Seeding and device fixtures shared by every test (docs/architecture.md#tests: seed every test
+from here)."""
 from __future__ import annotations
 
 import os

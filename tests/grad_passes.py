@@ -1,4 +1,5 @@
-"""Count the passes a training step makes over gradient memory (DESIGN.md §2's table).
+"""Count the passes a training step makes over gradient memory (the table of
+docs/architecture.md#passes-over-memory).
 
 Two kinds of pass are seen, and each is counted once per grad tensor it reads:
 

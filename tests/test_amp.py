@@ -1,6 +1,7 @@
 """AMP: ``torch.amp.GradScaler`` and ``fusedopt.amp.LossScaler`` drive every fusedopt optimizer.
 
-What is checked, and against what (DESIGN.md §1 "AMP", §2, §4 "Non-finite grads"):
+What is checked, and against what (docs/architecture.md#amp and #passes-over-memory,
+docs/numerics.md#non-finite-values):
 
 * Against torch.optim under GradScaler, on an MLP trained by real backward passes whose loss
   overflows on some steps: the same steps are skipped, the loss scale follows the same
@@ -10,7 +11,7 @@ What is checked, and against what (DESIGN.md §1 "AMP", §2, §4 "Non-finite gra
   the unscale is exact, so a run under either scaler is *bitwise* the run without AMP that leaves
   the overflowing steps out, and a skipped step changes no param, state or step count.
 * The fused clip under GradScaler, every algorithm, against the float64 oracle of "unscale, clip,
-  then step" (ALGORITHMS.md §1): within the error budget of torch's explicit
+  then step" (docs/algorithms.md#prologue): within the error budget of torch's explicit
   ``unscale_`` + ``clip_grad_norm_`` path in fp32.
 * ``LossScaler`` makes no host sync in ``scale``/``step``/``update`` (counted on the CPU, where a
   sync cannot be observed: the reads that would cause one) and reads each grad in exactly two
@@ -303,9 +304,9 @@ CLIP = 0.5
 @pytest.mark.parametrize("backend", NATIVE_CPU)
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
 def test_fused_clip_within_budget_of_unscale_then_clip_grad_norm(algo, backend):
-    """Oracle: float64 run of the definition (ALGORITHMS.md §1: unscale, clip the global norm,
-    then the algorithm on the clipped grads), overflow steps left out: clip_grad_norm_ in fp64,
-    then the reference optimizer without clipping."""
+    """Oracle: float64 run of the definition (docs/algorithms.md#prologue: unscale, clip the global
+    norm, then the algorithm on the clipped grads), overflow steps left out: clip_grad_norm_ in
+    fp64, then the reference optimizer without clipping."""
     fused, _, scales = _drive_lists(algo, backend, torch.float32, {}, "gradscaler", clip=CLIP)
     explicit, _, _ = _drive_lists(algo, backend, torch.float32, {}, "gradscaler",
                                   explicit_clip=CLIP)
@@ -428,8 +429,8 @@ def test_gradscaler_with_fusedopt_pass_count(backend, clip, monkeypatch):
 
 
 def test_torch_clip_composition_pass_count(monkeypatch):
-    """The counter sees torch's composition (DESIGN.md §2: 4 passes): unscale_, the norm, the
-    clip multiply, the fused AdamW step."""
+    """The counter sees torch's composition (docs/architecture.md#passes-over-memory: 4 passes):
+    unscale_, the norm, the clip multiply, the fused AdamW step."""
     params = _nonempty_params()
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
     counter = _count_step_passes(opt, params, torch.amp.GradScaler("cpu"), monkeypatch,

@@ -1,4 +1,4 @@
-"""Hand-computed examples of the algorithms torch.optim does not have (ALGORITHMS.md §2-§5).
+"""Hand-computed examples of the algorithms torch.optim does not have (docs/algorithms.md).
 
 Each expected value is computed here with Python floats from the published update written out
 term by term, independently of fusedopt's code, and compared with the reference in float64.

@@ -1,4 +1,5 @@
-"""state_dict compatibility with torch.optim and bitwise round trips (DESIGN.md §1)."""
+"""state_dict compatibility with torch.optim and bitwise round trips (docs/migration.md#state_dict,
+docs/numerics.md#determinism)."""
 from __future__ import annotations
 
 import copy

@@ -1,5 +1,5 @@
-"""Validation before mutation (DEVELOPERS.md rule 4): bad input raises a clear error naming the
-culprit and leaves params, grads, state and step counts exactly as they were."""
+"""Validation before mutation (docs/architecture.md#validation): bad input raises a clear error
+naming the culprit and leaves params, grads, state and step counts exactly as they were."""
 from __future__ import annotations
 
 import copy

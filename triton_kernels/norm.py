@@ -1,4 +1,4 @@
-"""The prologue's norm pass (ALGORITHMS.md §1): unscale, inf/nan check, global-norm clip.
+"""The prologue's norm pass (docs/algorithms.md#prologue): unscale, inf/nan check, global-norm clip.
 
 Same conventions as :mod:`fusedopt.reference.prologue`, as a deterministic two-stage reduction:
 

@@ -1,5 +1,5 @@
-// grad_prologue: the norm pass of ALGORITHMS.md §1 (contract: grad_prologue_), writing the five
-// slots of a prologue region (Note [prologue region]).
+// grad_prologue: the norm pass of docs/algorithms.md#prologue (contract: grad_prologue_),
+// writing the five slots of a prologue region (Note [prologue region]).
 #include <cstdint>
 #include <vector>
 

@@ -1,5 +1,6 @@
-// grad_prologue: the norm pass of ALGORITHMS.md §1 (contract: grad_prologue_), writing the five
-// slots of a prologue region (Note [prologue region]) as a deterministic two-stage reduction:
+// grad_prologue: the norm pass of docs/algorithms.md#prologue (contract: grad_prologue_),
+// writing the five slots of a prologue region (Note [prologue region]) as a deterministic
+// two-stage reduction:
 //
 //   1. norm_partials_kernel (persistent grid over the grads' chunks, any mix of dtypes): per
 //      chunk, the fp64 sum of (g * inv)^2 in opmath (csrc/math/prologue.h; compensated when

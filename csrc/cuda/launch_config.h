@@ -1,5 +1,6 @@
-// Every size the CUDA engine is tuned by, in one place (STYLE P2), plain C++ so that the host
-// planning code and its unit test (csrc/cuda/tests/) see the same numbers as the kernels.
+// Every size the CUDA engine is tuned by, in one place (docs/architecture.md#layers), plain C++
+// so that the host planning code and its unit test (csrc/cuda/tests/) see the same numbers as
+// the kernels.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 """Loads the compiled core ``fusedopt._C`` and builds the pointer tables its kernels take.
 
-The native core knows no torch (DESIGN.md §3): it takes data pointers, sizes, dtype codes and
-floats. This module turns tensor lists into those tables once and caches them.
+The native core knows no torch (docs/architecture.md#layers): it takes data pointers, sizes, dtype
+codes and floats. This module turns tensor lists into those tables once and caches them.
 
 Note [table cache]: a bucket's :class:`_C.TensorTable` lives in ``bucket.cache`` (the optimizer
 keeps that dict across steps) with what decides whether it still describes the tensors:

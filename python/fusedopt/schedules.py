@@ -1,8 +1,9 @@
 """Learning-rate schedules that large-model training uses and ``torch.optim.lr_scheduler`` lacks.
 
-Why schedules at all (P4, ALGORITHMS.md §6): Adam and RMSprop with a learning rate bounded away
-from zero never settle, even on a one-dimensional quadratic; the parameters keep moving in a
-noise ball whose size grows like sqrt(lr). A schedule that takes the lr towards zero is the cure.
+Why schedules at all (P4, docs/algorithms.md#schedules): Adam and RMSprop with a learning rate
+bounded away from zero never settle, even on a one-dimensional quadratic; the parameters keep moving
+in a noise ball whose size grows like sqrt(lr). A schedule that takes the lr towards zero is the
+cure.
 
 Every class here is a ``torch.optim.lr_scheduler.LRScheduler`` (so HF Trainer and Lightning
 accept it) with a closed form ``lr_t = base_lr * factor(t)``, where ``t`` is the number of

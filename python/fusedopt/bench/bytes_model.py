@@ -1,8 +1,9 @@
 """Bytes a step must move per parameter: the traffic of a fused implementation.
 
 Every stream is counted once per pass in its storage dtype: a read costs the element size, a
-write the element size again (read-for-ownership traffic is not counted, as for the copy
-roofline, so the two are comparable). The step itself is passes over memory (DESIGN.md §2):
+write the element size again (read-for-ownership traffic is not counted, as for the copy roofline,
+so the two are comparable). The step itself is passes over memory
+(docs/architecture.md#passes-over-memory):
 
 * the update pass reads p, g and every state and writes p and every state:
   ``2 P + G + 2 S * states`` (fp32 AdamW: 8 + 4 + 16 = 28 B);

@@ -4,7 +4,8 @@
   equivalent with that implementation. In the clipping and AMP modes each runs torch's
   composition: ``GradScaler.unscale_`` (AMP), ``clip_grad_norm_`` (clip), then the step through
   ``GradScaler.step`` (which hands ``found_inf`` to a fused optimizer and checks it on the host
-  for the others) — with ``torch.fused`` that is the composition DESIGN.md §2 counts as ~48 B.
+  for the others) — with ``torch.fused`` that is the composition
+  docs/architecture.md#passes-over-memory counts as ~48 B.
 * ``torch.compile``: the same optimizer (foreach) with ``clip_grad_norm_`` and ``step()``
   compiled into one graph; the AMP unscale and skip stay eager (GradScaler cannot be traced).
 * ``deepspeed.cpu_adam`` (CPU) / ``deepspeed.fused_adam``, ``apex.fused_adam``,

@@ -1,8 +1,8 @@
 """Convergence monitor: telemetry of every step, P4's noise floor flagged, CSV/TensorBoard/PNG.
 
-P4 (ALGORITHMS.md §6) proves that Adam and RMSprop with a learning rate bounded away from zero
-never settle; its practical advice is to use an lr schedule and to watch training. fusedopt's
-optimizers compute the norms that show the noise floor inside the fused step
+P4 (docs/algorithms.md#schedules) proves that Adam and RMSprop with a learning rate bounded away
+from zero never settle; its practical advice is to use an lr schedule and to watch training.
+fusedopt's optimizers compute the norms that show the noise floor inside the fused step
 (``telemetry=True``); :class:`ConvergenceMonitor` turns them into a log and a flag::
 
     opt = fusedopt.AdamW(model.parameters(), lr=torch.tensor(3e-4, device="cuda"),

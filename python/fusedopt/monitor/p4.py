@@ -1,6 +1,6 @@
 """P4's quadratic as a monitored run: the noise floor the monitor is built to flag.
 
-Dereich, Graeber & Jentzen (arXiv 2407.08100; ALGORITHMS.md §6-§7): d = 1, X ~ N(1, 1),
+Dereich, Graeber & Jentzen (arXiv 2407.08100; docs/algorithms.md#papers): d = 1, X ~ N(1, 1),
 loss (theta - X)^2 with one sample per step. The minimiser is theta* = 1, but Adam or RMSprop at
 a constant lr never converge: theta keeps wandering around 1 with a spread that scales like
 sqrt(lr). With a learning rate that goes to zero the spread keeps shrinking.

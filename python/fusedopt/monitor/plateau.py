@@ -1,8 +1,8 @@
 """The plateau rule of the convergence monitor, evaluated on the device (no host sync).
 
-What it looks for (P4, ALGORITHMS.md §6): with a learning rate bounded away from zero, Adam and
-RMSprop do not converge; they reach a noise floor where the loss has stopped improving and the
-relative update size ``r = ||p_new - p_old|| / ||p_new||`` has stopped shrinking, but the
+What it looks for (P4, docs/algorithms.md#schedules): with a learning rate bounded away from zero,
+Adam and RMSprop do not converge; they reach a noise floor where the loss has stopped improving and
+the relative update size ``r = ||p_new - p_old|| / ||p_new||`` has stopped shrinking, but the
 parameters keep moving. Only a smaller lr gets them closer.
 
 The rule (all thresholds in :class:`PlateauRule`):

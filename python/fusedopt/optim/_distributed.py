@@ -100,8 +100,8 @@ def all_reduce_(t: Tensor, groups: list, op=dist.ReduceOp.SUM) -> None:
 
 
 def finish_prologue_(stats: Tensor, region: int, max_norm: float | None, groups: list) -> None:
-    """Make a prologue run on local shards global: sum the squares, OR the inf flags, then
-    norm, clip coefficient and gradient coefficient as ALGORITHMS.md §1 (the local prologue ran
+    """Make a prologue run on local shards global: sum the squares, OR the inf flags, then norm,
+    clip coefficient and gradient coefficient as docs/algorithms.md#prologue (the local prologue ran
     without clipping, so ``stats[region + 4]`` holds ``inv_scale``)."""
     sq, bad = stats[region:region + 1], stats[region + 2:region + 3]
     all_reduce_(sq, groups)

@@ -1,4 +1,4 @@
-"""Adagrad, coordinate-wise and AdaGrad-Norm (ALGORITHMS.md §4; P3).
+"""Adagrad, coordinate-wise and AdaGrad-Norm (docs/algorithms.md#adagrad; P3).
 
 .. math::
 

@@ -1,4 +1,4 @@
-"""Adam and AdamW with the AFMDW variants (ALGORITHMS.md §2; P2).
+"""Adam and AdamW with the AFMDW variants (docs/algorithms.md#adam-family; P2).
 
 .. math::
 

@@ -1,5 +1,6 @@
-"""IAN-SGD and its baselines NSGD, NSGDm, Clip-SGD (ALGORITHMS.md §5; P5: Yang, Tripp, Sun, Zou &
-Zhou, "Independently-normalized SGD for generalized-smooth nonconvex optimization", TMLR 2025).
+"""IAN-SGD and its baselines NSGD, NSGDm, Clip-SGD (docs/algorithms.md#iansgd; P5: Yang, Tripp, Sun,
+Zou & Zhou, "Independently-normalized SGD for generalized-smooth nonconvex optimization", TMLR
+2025).
 
 .. math::
 
@@ -114,7 +115,7 @@ class IANSGD(FusedOptimizer):
             norm = stats[S.AUX_NORM]
             self._recorded = False
         elif self.normalizer == "same":
-            # ||g|| of the grads the step uses: after unscale and clip (ALGORITHMS.md notation)
+            # ||g|| of the grads the step uses: after unscale and clip (docs/algorithms.md notation)
             norm = stats[S.GRAD_NORM] * stats[S.CLIP_COEF]
         else:
             stats[S.MOMENTUM_SQ].zero_()

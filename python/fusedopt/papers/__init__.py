@@ -1,8 +1,8 @@
 """Reproductions of the five source papers' claims, run through the fusedopt optimizers.
 
-Each module reproduces one experiment of ALGORITHMS.md §7, seeded, in minutes on 2 CPU cores,
-and returns a :class:`~fusedopt.papers._common.Report` (claims with verdicts, tables, a figure).
-``python -m fusedopt.papers all|p1|...|p5 [--backend ...] [--fast]`` runs them and writes
+Each module reproduces one experiment of docs/algorithms.md#papers, seeded, in minutes on 2 CPU
+cores, and returns a :class:`~fusedopt.papers._common.Report` (claims with verdicts, tables, a
+figure). ``python -m fusedopt.papers all|p1|...|p5 [--backend ...] [--fast]`` runs them and writes
 ``bench/results/papers/<name>.md`` and ``.png``; ``--fast`` is the subset the tests run.
 
 Data come only from generators in the modules and from datasets bundled inside scikit-learn

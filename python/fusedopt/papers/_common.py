@@ -26,10 +26,11 @@ import torch  # noqa: E402
 #: Where ``python -m fusedopt.papers`` writes, relative to the working directory (the repo root).
 DEFAULT_OUT_DIR = Path("bench") / "results" / "papers"
 
-#: Said in every output that runs AdamL or AdamD (DESIGN rule: never present a reading as the paper).
+#: Said in every output that runs AdamL or AdamD (docs/algorithms.md: never present a reading
+#: as the paper's formula).
 READING_NOTE = ("{algo} here is **fusedopt's reading** of {paper}: the paper's algorithm box "
                 "could not be read, so these numbers test fusedopt's {algo} "
-                "(ALGORITHMS.md {section}), not the published formula.")
+                "(docs/algorithms.md{section}), not the published formula.")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""P5's phase retrieval problem, as specified in ALGORITHMS.md §7 and the authors' code.
+"""P5's phase retrieval problem, as specified in docs/algorithms.md#papers and the authors' code.
 
 ``m = 3000`` measurements ``y_i = (a_i^T z*)^2 + N(0, 16)`` of ``z* in R^100``, with ``a_i`` and
 ``z*`` drawn N(0, 1/2), objective ``f(z) = 1/(2m) sum_i ((a_i^T z)^2 - y_i)^2``: a quartic, so

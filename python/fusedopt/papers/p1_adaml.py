@@ -1,12 +1,13 @@
 """P1: Xia & Massei 2023 (arXiv 2312.15295): AdamL, a loss-aware Adam, against Adam, EAdam and
 AdaBelief on standard test functions and a small network.
 
-The paper's claim (ALGORITHMS.md §7): AdamL is the fastest or reaches the lowest objective on
-most benchmark functions, and needs no manual learning-rate decay. AdamL here is **fusedopt's
-reading** of the paper (ALGORITHMS.md §3.1; the algorithm box could not be read), with both
-shipped scalings: "gap" (step multiplier ``c = clamp(sqrt(l_t / l_1), 1e-3, 1)`` of the loss gap
-``l = f - f*``) and "additive" (``a = eps * sqrt(l)`` added to v, EAdam-like), and f* either
-given (the functions' known minimum; 0 for the cross-entropy) or estimated ("auto").
+The paper's claim (docs/algorithms.md#papers): AdamL is the fastest or reaches the lowest
+objective on most benchmark functions, and needs no manual learning-rate decay. AdamL here is
+**fusedopt's reading** of the paper (docs/algorithms.md#adaml; the algorithm box could not be
+read), with both shipped scalings: "gap" (step multiplier ``c = clamp(sqrt(l_t / l_1), 1e-3, 1)``
+of the loss gap ``l = f - f*``) and "additive" (``a = eps * sqrt(l)`` added to v, EAdam-like),
+and f* either given (the functions' known minimum; 0 for the cross-entropy) or estimated
+("auto").
 
 Test functions (:mod:`._test_functions`): every method gets its best learning rate from a
 grid per function, chosen by the number of steps to reach ``f - f* <= TOL`` (then by the final
@@ -29,7 +30,7 @@ from ._test_functions import FUNCTIONS, TestFunction
 NAME = "p1_adaml"
 TITLE = "P1: AdamL (fusedopt's reading) vs Adam, EAdam and AdaBelief"
 TOL = 1e-6
-READING = READING_NOTE.format(algo="AdamL", paper="Xia & Massei 2023 (P1)", section="§3.1")
+READING = READING_NOTE.format(algo="AdamL", paper="Xia & Massei 2023 (P1)", section="#adaml")
 
 
 def _methods(backend: str) -> dict:

@@ -1,9 +1,9 @@
 """P2: Ding, Xiao & Toh 2023 (arXiv 2310.08858): Adam-family methods with decoupled weight decay;
 AdamD against Adam with coupled L2 and AdamW on a small network with weight decay.
 
-The claim (ALGORITHMS.md §7): AdamD's test accuracy is at least Adam's (L2 coupled into the
+The claim (docs/algorithms.md#papers): AdamD's test accuracy is at least Adam's (L2 coupled into the
 gradient, so the decay is rescaled by 1/sqrt(v) like the gradient) and about AdamW's. AdamD
-here is **fusedopt's reading** of the paper (ALGORITHMS.md §2: m and v driven by the loss
+here is **fusedopt's reading** of the paper (docs/algorithms.md#adamd: m and v driven by the loss
 gradient only, decoupled decay, no bias correction).
 
 Workload: an MLP on scikit-learn's digits (:mod:`._digits`), the same initial weights and batch
@@ -22,7 +22,7 @@ from ._common import READING_NOTE, Claim, Report, Table, Timer, fmt
 
 NAME = "p2_adamd"
 TITLE = "P2: AdamD (fusedopt's reading) vs Adam (coupled L2) vs AdamW with weight decay"
-READING = READING_NOTE.format(algo="AdamD", paper="Ding, Xiao & Toh 2023 (P2)", section="§2")
+READING = READING_NOTE.format(algo="AdamD", paper="Ding, Xiao & Toh 2023 (P2)", section="#adamd")
 LR = 1e-3
 HIDDEN = (64,)
 BATCH = 32

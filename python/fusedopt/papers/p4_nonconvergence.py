@@ -1,8 +1,8 @@
 """P4: Dereich, Graeber & Jentzen 2024 (arXiv 2407.08100): Adam and RMSprop with learning rates
 bounded away from zero do not converge, even on a one-dimensional quadratic.
 
-Problem (ALGORITHMS.md §7): ``theta`` in R, loss ``(theta - X)^2`` averaged over a batch of J
-draws ``X ~ N(1, 1)``, so the mini-batch gradient is ``2 (theta - Xbar)`` with
+Problem (docs/algorithms.md#papers): ``theta`` in R, loss ``(theta - X)^2`` averaged over a batch
+of J draws ``X ~ N(1, 1)``, so the mini-batch gradient is ``2 (theta - Xbar)`` with
 ``Xbar ~ N(1, 1/J)`` (drawn directly: the mean of J iid N(1, 1) draws is exactly N(1, 1/J)).
 Many independent paths from ``theta_0 = 0``; the "spread" is the standard deviation of
 ``theta_t`` across paths. If the iterates converged, the spread would go to 0.
@@ -207,7 +207,7 @@ def run(*, backend: str = "auto", fast: bool = False) -> Report:
     ]
     notes = [
         "The bands come from a linearisation around the minimum (module docstring): spread "
-        "~ sqrt(lr/2) J^(-1/4). The paper proves non-convergence; ALGORITHMS.md quotes the "
+        "~ sqrt(lr/2) J^(-1/4). The paper proves non-convergence; docs/algorithms.md quotes the "
         "value ~0.07 at lr 1e-2, J = 1, which the linearisation gives as 0.0707.",
         "Plain SGD would give spread sqrt(lr/J) (0.1 at lr 1e-2, J = 1, and a J ratio of 2), "
         "so the measured J ratio near 4^(1/4) checks Adam's normalisation, not just noise.",

@@ -2,7 +2,7 @@
 independent batch, with clipping -- against SGD, NSGD, NSGDm and Clip-SGD on generalized-smooth
 problems.
 
-Two experiments (ALGORITHMS.md §7):
+Two experiments (docs/algorithms.md#papers):
 
 * phase retrieval exactly as specified (:mod:`._phase_retrieval`, the authors' instance and
   step sizes): IAN-SGD reaches the noise floor f ~ 8-9 first, at ~1e4 samples; NSGD/NSGDm at

@@ -3,13 +3,13 @@
 Float64-capable, written for clarity: each module states its exact conventions (where eps
 sits, how bias correction is computed, the order of operations the kernels follow).
 
-* :mod:`.prologue` — unscale, inf/nan check, global-norm clip (ALGORITHMS.md §1)
+* :mod:`.prologue` — unscale, inf/nan check, global-norm clip (docs/algorithms.md#prologue)
 * :mod:`.adam_family` — adam, amsgrad, adabelief, eadam, rmsprop, yogi; AdamD; AdamL's contract
 * :mod:`.adaml` — AdamL's loss-gap scalars (fusedopt's reading of P1)
 * :mod:`.adagrad` — Adagrad and AdaGrad-Norm
 * :mod:`.sgd_family` — IAN-SGD, NSGD, NSGDm, Clip-SGD
-* :mod:`.telemetry` — grad / update / param norms
-* :mod:`.recipes` — whole-step functions over tensor lists, composed from the above
+* whole steps over tensor lists (prologue, global scalars, updates, telemetry norms), composed
+  from the above: the reference backend, :mod:`fusedopt.backends.reference_backend`
 """
 from .adam_family import VARIANTS, AdamHyper, adam_family_update, adam_step_scalars
 from .adagrad import adagrad_clr, adagrad_norm_scale, adagrad_update

@@ -1,4 +1,5 @@
-"""Adagrad, coordinate-wise and AdaGrad-Norm (ALGORITHMS.md §4, P3), as the executable spec.
+"""Adagrad, coordinate-wise and AdaGrad-Norm (docs/algorithms.md#adagrad, P3), as the executable
+spec.
 
 Coordinate-wise (torch.optim.Adagrad semantics), in opmath, in this order
 (``csrc/math/adagrad.h`` and ``triton_kernels/adagrad.py`` follow it)::

@@ -1,5 +1,5 @@
-"""Adam family with coupled or decoupled weight decay (ALGORITHMS.md §2, P2's AFMDW), AdamD and
-the AdamL contract (§3), as the executable specification.
+"""Adam family with coupled or decoupled weight decay (docs/algorithms.md#adam-family, P2's
+AFMDW), AdamD and the AdamL contract (docs/algorithms.md#adaml), as the executable specification.
 
 One element update, in opmath (fp32; fp64 for fp64 params), in exactly this operation order
 (``csrc/math/adam.h`` and ``triton_kernels/adam.py`` follow it line by line)::

@@ -1,4 +1,4 @@
-"""AdamL's global scalars (ALGORITHMS.md §3 and §3.1), computed on the device from the loss.
+"""AdamL's global scalars (docs/algorithms.md#adaml), computed on the device from the loss.
 
 The kernel contract (certain): AdamL is Adam with three device scalars ``a, b, c`` per step,
 ``v <- beta2 v + (1 - beta2) g^2 + a`` and ``p <- p - lr c / bc1 * m / (sqrt(v / bc2) + b)``;
@@ -11,8 +11,8 @@ a small gap cautious ones; f* is given or estimated on the fly; no manual LR dec
 
     Lbar_t = bias-corrected EMA of the passed loss (beta_L = 0.9)
     f*_t   = f_star if given, else b_t - rho |b_t|, b_t = min_{s <= t} Lbar_s  (rho = 0.1)
-             (ALGORITHMS.md §3.1 writes (1 - rho) b_t, the same for b_t >= 0; for a negative
-             best loss that would lie above it, against §3.1's "never above the best loss")
+             (not (1 - rho) b_t: the same for b_t >= 0, but for a negative best loss that would
+             lie above it, against the rule "never above the best loss")
     l_t    = max(Lbar_t - f*_t, 1e-12)
     "gap":      c = clamp((l_t / l_1)^gamma, c_min, 1),  a = 0,  b = eps     (gamma 0.5, c_min 1e-3)
     "additive": a = eps_l * l_t^gamma,  b = 0,  c = 1                        (gamma = 0: EAdam)

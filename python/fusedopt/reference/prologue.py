@@ -1,4 +1,4 @@
-"""The shared prologue of every fused step (ALGORITHMS.md §1), as small transforms.
+"""The shared prologue of every fused step (docs/algorithms.md#prologue), as small transforms.
 
 Conventions (the kernels follow them exactly):
 
@@ -93,7 +93,7 @@ def prologue(
     dtype: torch.dtype | None = None,
     device=None,
 ) -> PrologueResult:
-    """Unscale, check for inf/nan and clip by the global norm (ALGORITHMS.md §1).
+    """Unscale, check for inf/nan and clip by the global norm (docs/algorithms.md#prologue).
 
     With ``compute_norm=False`` only the AMP part runs (``coef = inv``, found_inf as handed in);
     this is what a step under ``torch.amp.GradScaler`` without clipping needs.

@@ -1,4 +1,5 @@
-"""IAN-SGD and its baselines NSGD, NSGDm, Clip-SGD (ALGORITHMS.md §5, P5), as the executable spec.
+"""IAN-SGD and its baselines NSGD, NSGDm, Clip-SGD (docs/algorithms.md#iansgd, P5), as the
+executable spec.
 
 All of them step ``p <- p - s * d`` with one global scale ``s`` (a 0-d device tensor) and a
 direction ``d``: the (unscaled, clipped) grad, or the momentum for NSGDm. Element order
