@@ -128,14 +128,14 @@ PYBIND11_MODULE(_C, m) {
         [](const TensorTable& t, uintptr_t stats, double lr, uintptr_t lr_ptr, int lr_dtype,
            double beta1, double beta2, double eps, double weight_decay, int variant,
            bool coupled_decay, bool bias_correction, bool use_prologue, bool use_abc,
-           bool telemetry, int nthreads) {
+           bool telemetry, bool maximize, int nthreads) {
           if (variant < 0 || variant > int(AdamVariant::kYogi)) {
             throw py::value_error("fusedopt: unknown Adam variant code");
           }
           adam_step(t, as_pointer<double>(stats),
                     {as_lr(lr, lr_ptr, lr_dtype), beta1, beta2, eps, weight_decay,
                      AdamVariant(variant), coupled_decay, bias_correction, use_prologue, use_abc,
-                     telemetry},
+                     telemetry, maximize},
                     nthreads);
         },
         py::call_guard<py::gil_scoped_release>(), "Adam-family update of one bucket.");
@@ -143,25 +143,26 @@ PYBIND11_MODULE(_C, m) {
   m.def("adagrad_step",
         [](const TensorTable& t, uintptr_t stats, double lr, uintptr_t lr_ptr, int lr_dtype,
            double lr_decay, double eps, double weight_decay, bool use_prologue, bool telemetry,
-           int nthreads) {
+           bool maximize, int nthreads) {
           adagrad_step(t, as_pointer<double>(stats),
                        {as_lr(lr, lr_ptr, lr_dtype), lr_decay, eps, weight_decay, use_prologue,
-                        telemetry},
+                        telemetry, maximize},
                        nthreads);
         },
         py::call_guard<py::gil_scoped_release>(), "Coordinate-wise Adagrad update of one bucket.");
 
   m.def("sgd_step",
         [](const TensorTable& t, uintptr_t stats, bool momentum_direction, bool use_prologue,
-           bool telemetry, int nthreads) {
-          sgd_step(t, as_pointer<double>(stats), {momentum_direction, use_prologue, telemetry},
-                   nthreads);
+           bool telemetry, bool maximize, int nthreads) {
+          sgd_step(t, as_pointer<double>(stats),
+                   {momentum_direction, use_prologue, telemetry, maximize}, nthreads);
         },
         py::call_guard<py::gil_scoped_release>(), "p <- p - stats[SCALE] * d of one bucket.");
 
   m.def("momentum_step",
-        [](const TensorTable& t, uintptr_t stats, double rho, bool use_prologue, int nthreads) {
-          momentum_step(t, as_pointer<double>(stats), rho, use_prologue, nthreads);
+        [](const TensorTable& t, uintptr_t stats, double rho, bool use_prologue, bool maximize,
+           int nthreads) {
+          momentum_step(t, as_pointer<double>(stats), rho, use_prologue, maximize, nthreads);
         },
         py::call_guard<py::gil_scoped_release>(), "NSGDm momentum pass of one bucket.");
 
@@ -205,6 +206,7 @@ PYBIND11_MODULE(_C, m) {
   slots["SCALE"] = kSlotScale;
   slots["ABC"] = kSlotAbc;
   slots["MOMENTUM_SQ"] = kSlotMomentumSq;
+  slots["LR_INVALID"] = kSlotLrInvalid;
   slots["PREV_PARAM_SQ"] = kSlotPrevParamSq;
   slots["NUM_SLOTS"] = kNumSlots;
   m.attr("STATS_SLOTS") = slots;

@@ -188,7 +188,7 @@ def test_launch_without_device_raises(cuda_build):
         "print(json.dumps(M.runtime_status()))\n"
         "t = M.Table(0, 1, 0, M.CHUNK_SIZE, 0, 0, 0, 0, 0, False, 0)\n"
         "try:\n"
-        "    M.sgd_step(t, 0, False, False, False, 0)\n"
+        "    M.sgd_step(t, 0, False, False, False, False, 0)\n"
         "except RuntimeError as e:\n"
         "    print('raised:', e)\n"))
     status, raised = out.splitlines()

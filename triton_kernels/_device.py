@@ -26,6 +26,7 @@ SLOT_FOUND_INF = tl.constexpr(_common.FOUND_INF)
 SLOT_COEF = tl.constexpr(_common.COEF)
 SLOT_SCALE = tl.constexpr(_common.SCALE)
 SLOT_ABC = tl.constexpr(_common.ABC)
+SLOT_LR_INVALID = tl.constexpr(_common.LR_INVALID)
 ROW_PARAM = tl.constexpr(_common.ROW_PARAM)
 ROW_GRAD = tl.constexpr(_common.ROW_GRAD)
 ROW_STEP = tl.constexpr(_common.ROW_STEP)
@@ -166,6 +167,33 @@ def store_as(ptr, offs, x, mask, MASKED: tl.constexpr):
         tl.store(ptr + offs, y, mask=mask)
     else:
         tl.store(ptr + offs, y)
+
+
+@triton.jit
+def load_master(master_ptr, p_ptr, offs, mask, MASKED: tl.constexpr):
+    """A block of fp32 masters, re-seeded from the 16-bit params they no longer round to.
+
+    Note [master re-seed] (csrc/math/master.h): every update stores param = master rounded to
+    nearest even, so a param whose bits differ from its rounded master was written since the
+    last step (load_state_dict, clamp_, re-init); the update then starts from the param,
+    widened (exact), and its store re-seeds the master. Unwritten params change nothing.
+    """
+    if MASKED:
+        master = tl.load(master_ptr + offs, mask=mask, other=0.0)
+        param = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    else:
+        master = tl.load(master_ptr + offs)
+        param = tl.load(p_ptr + offs)
+    rounded = round_to(master, param.dtype)
+    same = rounded.to(tl.uint16, bitcast=True) == param.to(tl.uint16, bitcast=True)
+    return tl.where(same, master, upcast(param, tl.float32))
+
+
+@triton.jit
+def lr_rejected(lr64):
+    """A tensor lr (read through its pointer) that is NaN or negative: the call is skipped and
+    the finish kernel sets stats[LR_INVALID] (the contract, fusedopt.backends)."""
+    return (lr64 != lr64) | (lr64 < 0.0)
 
 
 @triton.jit

@@ -3,7 +3,7 @@
 :func:`adam_family_update` is :func:`fusedopt.reference.adam_family.adam_family_update` line by
 line, in opmath (``csrc/math/adam.h`` follows the same order)::
 
-    g = g * coef                                (after a prologue)
+    g = g * coef                                (after a prologue, or maximize: coef negated)
     g = g + p * wd  |  p = p * decay            (coupled L2 | decoupled decay)
     m = lerp(m, g, w), w = 1 - beta1            (rmsprop: no m, the direction is g)
           m + w * (g - m)  if |w| < 0.5,  else  g - (g - m) * (1 - w)     (torch's lerp)
@@ -30,10 +30,10 @@ import triton.language as tl
 from . import _common as C
 from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, ROW_STATE1, ROW_STATE2,
                       ROW_STEP, SLOT_ABC, SLOT_COEF, SLOT_FOUND_INF, bind_helpers_for_interpreter,
-                      block_offsets, chunk_bounds, div_rn, f64, load_op, masked_square, row_ptr,
-                      sqrt_rn, store_as)
+                      block_offsets, chunk_bounds, div_rn, f64, load_master, load_op,
+                      lr_rejected, masked_square, row_ptr, sqrt_rn, store_as)
 from ._launch import Launcher, chunk_size
-from .finish import finish_
+from .finish import finish_, lr_rejected_on_host
 
 ADAM = tl.constexpr(C.VARIANT_CODES["adam"])
 AMSGRAD = tl.constexpr(C.VARIANT_CODES["amsgrad"])
@@ -58,9 +58,9 @@ def lerp(m, g, w):
 @triton.jit
 def adam_family_update(p, g, m, v, vmax, coef, wd, decay, one_m_beta1, beta2, one_m_beta2, eps,
                        a, b, step_size, bc2_sqrt, VARIANT: tl.constexpr, DECAY: tl.constexpr,
-                       USE_PROLOGUE: tl.constexpr, USE_ABC: tl.constexpr):
+                       USE_COEF: tl.constexpr, USE_ABC: tl.constexpr):
     """One element update in opmath; every scalar is already opmath. Returns (p, m, v, vmax)."""
-    if USE_PROLOGUE:
+    if USE_COEF:
         g = g * coef
     if DECAY == DECAY_COUPLED:
         g = g + p * wd
@@ -102,11 +102,11 @@ def adam_family_update(p, g, m, v, vmax, coef, wd, decay, one_m_beta1, beta2, on
 def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, coef, wd, decay,
                 one_m_beta1, beta2, one_m_beta2, eps, a, b, step_size, bc2_sqrt,
                 acc_update, acc_param, acc_grad, OP: tl.constexpr, VARIANT: tl.constexpr,
-                DECAY: tl.constexpr, USE_PROLOGUE: tl.constexpr, USE_ABC: tl.constexpr,
+                DECAY: tl.constexpr, USE_COEF: tl.constexpr, USE_ABC: tl.constexpr,
                 HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
     """Load, update and store one block; add its telemetry squares to the accumulators."""
     if HAS_MASTER:
-        p = load_op(master_ptr, offs, mask, OP, MASKED)
+        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)  # Note [master re-seed]
     else:
         p = load_op(p_ptr, offs, mask, OP, MASKED)
     g = load_op(g_ptr, offs, mask, OP, MASKED)
@@ -119,7 +119,7 @@ def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, co
         vmax = load_op(vmax_ptr, offs, mask, OP, MASKED)
     new_p, m, v, vmax = adam_family_update(p, g, m, v, vmax, coef, wd, decay, one_m_beta1, beta2,
                                            one_m_beta2, eps, a, b, step_size, bc2_sqrt, VARIANT,
-                                           DECAY, USE_PROLOGUE, USE_ABC)
+                                           DECAY, USE_COEF, USE_ABC)
     if HAS_MASTER:
         store_as(master_ptr, offs, new_p, mask, MASKED)
     store_as(p_ptr, offs, new_p, mask, MASKED)
@@ -131,7 +131,7 @@ def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, co
     if TELEMETRY:
         acc_update += masked_square(new_p - p, mask, MASKED)
         acc_param += masked_square(new_p, mask, MASKED)
-        if USE_PROLOGUE:
+        if USE_COEF:
             g = g * coef
         acc_grad += masked_square(g, mask, MASKED)
     return acc_update, acc_param, acc_grad
@@ -143,9 +143,9 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
                  weight_decay: tl.float64, PARAM: tl.constexpr, GRAD: tl.constexpr,
                  STATE: tl.constexpr, OP: tl.constexpr, VARIANT: tl.constexpr,
                  DECAY: tl.constexpr, BIAS_CORRECTION: tl.constexpr, USE_PROLOGUE: tl.constexpr,
-                 USE_ABC: tl.constexpr, HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr,
-                 TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
-                 BLOCK: tl.constexpr):
+                 MAXIMIZE: tl.constexpr, USE_COEF: tl.constexpr, USE_ABC: tl.constexpr,
+                 HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr, TELEMETRY: tl.constexpr,
+                 ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """One chunk of one tensor: its fp64 step scalars, then its blocks (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     # Per-tensor scalars in fp64 (adam_step_scalars), from t = step + 1 (fp32, as torch).
@@ -153,6 +153,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
     t = t.to(tl.float64)
     if LR_FROM_PTR:
         lr64 = tl.load(lr_ptr).to(tl.float64)
+        count = tl.where(lr_rejected(lr64), 0, count)  # NaN or negative: skip, finish flags it
     else:
         lr64 = f64(lr)
     b1 = f64(beta1)
@@ -177,6 +178,8 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
     if USE_PROLOGUE:
         coef = tl.load(stats + SLOT_COEF)
         count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    if MAXIMIZE:
+        coef = -coef  # ascend: exact, g * (-coef) is bitwise -(g * coef)
     p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
     g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
@@ -208,7 +211,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
             offs, offs < count, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, s_coef, s_wd,
             s_decay, s_one_m_beta1, s_beta2, s_one_m_beta2, s_eps, s_a, s_b,
             s_step_size, s_bc2_sqrt, acc_update, acc_param, acc_grad, OP, VARIANT, DECAY,
-            USE_PROLOGUE, USE_ABC, HAS_MASTER, TELEMETRY, False)
+            USE_COEF, USE_ABC, HAS_MASTER, TELEMETRY, False)
         off += BLOCK
     if full_end < count:
         offs = block_offsets(full_end, BLOCK)
@@ -216,7 +219,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
             offs, offs < count, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, s_coef, s_wd,
             s_decay, s_one_m_beta1, s_beta2, s_one_m_beta2, s_eps, s_a, s_b,
             s_step_size, s_bc2_sqrt, acc_update, acc_param, acc_grad, OP, VARIANT, DECAY,
-            USE_PROLOGUE, USE_ABC, HAS_MASTER, TELEMETRY, True)
+            USE_COEF, USE_ABC, HAS_MASTER, TELEMETRY, True)
     if TELEMETRY:
         cid = tl.program_id(0)
         tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
@@ -226,14 +229,17 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
 
 _LAUNCH = Launcher(_adam_kernel, [
     "PARAM", "GRAD", "STATE", "OP", "VARIANT", "DECAY", "BIAS_CORRECTION", "USE_PROLOGUE",
-    "USE_ABC", "HAS_MASTER", "LR_FROM_PTR", "TELEMETRY", "ALIGNED", "CHUNK"])
+    "MAXIMIZE", "USE_COEF", "USE_ABC", "HAS_MASTER", "LR_FROM_PTR", "TELEMETRY", "ALIGNED",
+    "CHUNK"])
 
 
 def adam_step_(b, stats: torch.Tensor, *, lr, hp, use_prologue: bool, use_abc: bool,
-               telemetry: bool) -> None:
+               telemetry: bool, maximize: bool = False) -> None:
     """The kernel contract's ``adam_step_`` (:mod:`fusedopt.backends`): update, then finish."""
     tables = C.bucket_tables(b, chunk_size())
     lr_value, lr_ptr, lr_from_ptr = C.lr_arguments(lr, stats)
+    if lr_rejected_on_host(lr, lr_value, lr_from_ptr, stats):
+        return
     if hp.weight_decay == 0.0:
         decay = C.DECAY_NONE
     else:
@@ -243,7 +249,8 @@ def adam_step_(b, stats: torch.Tensor, *, lr, hp, use_prologue: bool, use_abc: b
         STATE=C.torch_to_triton_dtype(b.states["exp_avg_sq"][0].dtype),
         OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), VARIANT=C.VARIANT_CODES[hp.variant],
         DECAY=decay, BIAS_CORRECTION=hp.bias_correction and hp.variant != "rmsprop",
-        USE_PROLOGUE=use_prologue, USE_ABC=use_abc, HAS_MASTER=b.masters is not None,
+        USE_PROLOGUE=use_prologue, MAXIMIZE=maximize, USE_COEF=use_prologue or maximize,
+        USE_ABC=use_abc, HAS_MASTER=b.masters is not None,
         LR_FROM_PTR=lr_from_ptr, TELEMETRY=telemetry, ALIGNED=tables.aligned, CHUNK=tables.chunk)
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:
@@ -255,7 +262,7 @@ def adam_step_(b, stats: torch.Tensor, *, lr, hp, use_prologue: bool, use_abc: b
 
     _LAUNCH(tables, stats, args_for, modes, reduces=telemetry)
     finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
-            n_sums=3 if telemetry else 0)
+            n_sums=3 if telemetry else 0, lr_ptr=lr_ptr if lr_from_ptr else None)
 
 
 bind_helpers_for_interpreter(globals())  # Note [interpreter helper calls]

@@ -3,9 +3,11 @@
 :func:`scaled_sgd_update` and :func:`momentum_update` are those of
 :mod:`fusedopt.reference.sgd_family`, in the same order (``csrc/math/sgd.h`` too), in opmath::
 
-    d = g * coef   (direction "grad", after a prologue)  |  d = m   (direction "momentum")
+    d = g * coef   (direction "grad", after a prologue or maximize: coef negated)
+    d = m          (direction "momentum": the momentum pass already used the negated grads)
     p = p - s * d                         s = stats[SCALE], the global scale of the step
-    m = m * (1 - rho) + (g * coef) * rho  NSGDm's momentum pass, which also sums m_new^2
+    m = m * (1 - rho) + (g * coef) * rho  NSGDm's momentum pass, which also sums m_new^2 (coef
+                                          negated for maximize)
 
 The scale itself (``lr / max(c ||.|| + delta, floor)^beta``, or AdaGrad-Norm's
 ``lr / (sqrt(B) + eps)``) is computed on the device by the optimizer before the pass.
@@ -19,7 +21,7 @@ import triton.language as tl
 from . import _common as C
 from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, SLOT_COEF, SLOT_FOUND_INF,
                       SLOT_SCALE, bind_helpers_for_interpreter, block_offsets, chunk_bounds, f64,
-                      load_op, masked_square, row_ptr, store_as)
+                      load_master, load_op, masked_square, row_ptr, store_as)
 from ._launch import Launcher, chunk_size
 from .finish import finish_
 
@@ -31,26 +33,26 @@ def scaled_sgd_update(p, d, scale):
 
 
 @triton.jit
-def momentum_update(m, g, coef, one_m_rho, rho, USE_PROLOGUE: tl.constexpr):
+def momentum_update(m, g, coef, one_m_rho, rho, USE_COEF: tl.constexpr):
     """NSGDm's ``m * (1 - rho) + (coef g) * rho`` in opmath."""
-    if USE_PROLOGUE:
+    if USE_COEF:
         g = g * coef
     return m * one_m_rho + g * rho
 
 
 @triton.jit
 def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_update, acc_param,
-               acc_grad, OP: tl.constexpr, MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr,
+               acc_grad, OP: tl.constexpr, MOMENTUM: tl.constexpr, USE_COEF: tl.constexpr,
                HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
     """Load, update and store one block; add its telemetry squares to the accumulators."""
     if HAS_MASTER:
-        p = load_op(master_ptr, offs, mask, OP, MASKED)
+        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)  # Note [master re-seed]
     else:
         p = load_op(p_ptr, offs, mask, OP, MASKED)
     g = p  # placeholder when the grad is not read (never used then)
     if not MOMENTUM or TELEMETRY:
         g = load_op(g_ptr, offs, mask, OP, MASKED)
-        if USE_PROLOGUE:
+        if USE_COEF:
             g = g * coef
     if MOMENTUM:
         d = load_op(m_ptr, offs, mask, OP, MASKED)
@@ -70,15 +72,17 @@ def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_upd
 @triton.jit(do_not_specialize=["n_tensors", "n_chunks", "partials_stride"])
 def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, partials_stride,
                 PARAM: tl.constexpr, GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
-                MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr, HAS_MASTER: tl.constexpr,
-                TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
-                BLOCK: tl.constexpr):
+                MOMENTUM: tl.constexpr, USE_PROLOGUE: tl.constexpr, MAXIMIZE: tl.constexpr,
+                USE_COEF: tl.constexpr, HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr,
+                ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """One chunk of one tensor: ``p <- p - s d`` (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     coef = f64(1.0)
     if USE_PROLOGUE:
         coef = tl.load(stats + SLOT_COEF)
         count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    if MAXIMIZE:
+        coef = -coef  # ascend: exact, g * (-coef) is bitwise -(g * coef)
     p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
     g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
@@ -95,13 +99,13 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
         offs = block_offsets(off, BLOCK)
         acc_update, acc_param, acc_grad = _sgd_block(
             offs, offs < count, p_ptr, g_ptr, m_ptr, master_ptr, s_coef, s_scale, acc_update,
-            acc_param, acc_grad, OP, MOMENTUM, USE_PROLOGUE, HAS_MASTER, TELEMETRY, False)
+            acc_param, acc_grad, OP, MOMENTUM, USE_COEF, HAS_MASTER, TELEMETRY, False)
         off += BLOCK
     if full_end < count:
         offs = block_offsets(full_end, BLOCK)
         acc_update, acc_param, acc_grad = _sgd_block(
             offs, offs < count, p_ptr, g_ptr, m_ptr, master_ptr, s_coef, s_scale, acc_update,
-            acc_param, acc_grad, OP, MOMENTUM, USE_PROLOGUE, HAS_MASTER, TELEMETRY, True)
+            acc_param, acc_grad, OP, MOMENTUM, USE_COEF, HAS_MASTER, TELEMETRY, True)
     if TELEMETRY:
         cid = tl.program_id(0)
         tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
@@ -111,11 +115,11 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
 
 @triton.jit
 def _momentum_block(offs, mask, g_ptr, m_ptr, coef, one_m_rho, rho, acc, OP: tl.constexpr,
-                    USE_PROLOGUE: tl.constexpr, MASKED: tl.constexpr):
+                    USE_COEF: tl.constexpr, MASKED: tl.constexpr):
     """Update one block of the momentum; add its squares to the accumulator."""
     g = load_op(g_ptr, offs, mask, OP, MASKED)
     m = load_op(m_ptr, offs, mask, OP, MASKED)
-    m = momentum_update(m, g, coef, one_m_rho, rho, USE_PROLOGUE)
+    m = momentum_update(m, g, coef, one_m_rho, rho, USE_COEF)
     store_as(m_ptr, offs, m, mask, MASKED)
     return acc + masked_square(m, mask, MASKED)
 
@@ -123,14 +127,16 @@ def _momentum_block(offs, mask, g_ptr, m_ptr, coef, one_m_rho, rho, acc, OP: tl.
 @triton.jit(do_not_specialize=["n_tensors", "n_chunks"])
 def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, rho: tl.float64,
                      GRAD: tl.constexpr, STATE: tl.constexpr, OP: tl.constexpr,
-                     USE_PROLOGUE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     USE_PROLOGUE: tl.constexpr, MAXIMIZE: tl.constexpr, USE_COEF: tl.constexpr,
+                     ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """One chunk of one tensor: the new momentum and its partial ``sum(m^2)``."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     coef = f64(1.0)
     if USE_PROLOGUE:
         coef = tl.load(stats + SLOT_COEF)
         count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    if MAXIMIZE:
+        coef = -coef  # ascend: the momentum accumulates the negated grads
     g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
     s_coef = coef.to(OP)
@@ -142,19 +148,20 @@ def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials,
     while off < full_end:  # a while loop: Note [interpreter loops]
         offs = block_offsets(off, BLOCK)
         acc = _momentum_block(offs, offs < count, g_ptr, m_ptr, s_coef, s_one_m_rho, s_rho, acc,
-                              OP, USE_PROLOGUE, False)
+                              OP, USE_COEF, False)
         off += BLOCK
     if full_end < count:
         offs = block_offsets(full_end, BLOCK)
         acc = _momentum_block(offs, offs < count, g_ptr, m_ptr, s_coef, s_one_m_rho, s_rho, acc,
-                              OP, USE_PROLOGUE, True)
+                              OP, USE_COEF, True)
     tl.store(partials + tl.program_id(0), tl.sum(acc, axis=0).to(tl.float64))
 
 
 _SGD = Launcher(_sgd_kernel, ["PARAM", "GRAD", "STATE", "OP", "MOMENTUM", "USE_PROLOGUE",
-                              "HAS_MASTER", "TELEMETRY", "ALIGNED", "CHUNK"])
-_MOMENTUM = Launcher(_momentum_kernel, ["GRAD", "STATE", "OP", "USE_PROLOGUE", "ALIGNED",
-                                        "CHUNK"])
+                              "MAXIMIZE", "USE_COEF", "HAS_MASTER", "TELEMETRY", "ALIGNED",
+                              "CHUNK"])
+_MOMENTUM = Launcher(_momentum_kernel, ["GRAD", "STATE", "OP", "USE_PROLOGUE", "MAXIMIZE",
+                                        "USE_COEF", "ALIGNED", "CHUNK"])
 
 
 def _state_dtype(b) -> torch.dtype:
@@ -164,14 +171,15 @@ def _state_dtype(b) -> torch.dtype:
 
 
 def sgd_step_(b, stats: torch.Tensor, *, direction: str, use_prologue: bool,
-              telemetry: bool) -> None:
+              telemetry: bool, maximize: bool = False) -> None:
     """The kernel contract's ``sgd_step_`` (:mod:`fusedopt.backends`): update, then finish."""
     tables = C.bucket_tables(b, chunk_size())
     modes = dict(
         PARAM=C.torch_to_triton_dtype(b.param_dtype), GRAD=C.torch_to_triton_dtype(b.grad_dtype),
         STATE=C.torch_to_triton_dtype(_state_dtype(b)),
         OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), MOMENTUM=direction == "momentum",
-        USE_PROLOGUE=use_prologue, HAS_MASTER=b.masters is not None, TELEMETRY=telemetry,
+        USE_PROLOGUE=use_prologue, MAXIMIZE=maximize, USE_COEF=use_prologue or maximize,
+        HAS_MASTER=b.masters is not None, TELEMETRY=telemetry,
         ALIGNED=tables.aligned, CHUNK=tables.chunk)
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:
@@ -185,14 +193,16 @@ def sgd_step_(b, stats: torch.Tensor, *, direction: str, use_prologue: bool,
             n_sums=3 if telemetry else 0)
 
 
-def momentum_step_(b, stats: torch.Tensor, *, rho: float, use_prologue: bool) -> None:
+def momentum_step_(b, stats: torch.Tensor, *, rho: float, use_prologue: bool,
+                   maximize: bool = False) -> None:
     """The kernel contract's ``momentum_step_``: NSGDm's momentum, ``sum(m^2)`` added to
     ``stats[MOMENTUM_SQ]`` (step counts untouched)."""
     tables = C.bucket_tables(b, chunk_size())
     modes = dict(GRAD=C.torch_to_triton_dtype(b.grad_dtype),
                  STATE=C.torch_to_triton_dtype(_state_dtype(b)),
                  OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), USE_PROLOGUE=use_prologue,
-                 ALIGNED=tables.aligned, CHUNK=tables.chunk)
+                 MAXIMIZE=maximize, USE_COEF=use_prologue or maximize, ALIGNED=tables.aligned,
+                 CHUNK=tables.chunk)
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:
         return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,

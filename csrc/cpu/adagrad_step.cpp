@@ -8,11 +8,12 @@ namespace fusedopt::cpu {
 
 void adagrad_step(const TensorTable& t, double* stats, const AdagradCall& call, int nthreads) {
   check_dtypes(t);
-  const PrologueInputs pro = read_prologue(stats, call.use_prologue);
-  if (pro.skip) {
+  const double lr = read_lr(call.lr);
+  const bool bad_lr = lr_rejected(call.lr, lr, stats);
+  const PrologueInputs pro = read_prologue(stats, call.use_prologue, call.maximize);
+  if (pro.skip || bad_lr) {
     return;
   }
-  const double lr = read_lr(call.lr);
   const std::vector<double> steps = next_steps(t);
   std::vector<double> clr(steps.size());
   for (size_t i = 0; i < steps.size(); ++i) {

@@ -25,8 +25,10 @@ math::AdamKind kind_of(AdamVariant v) {
 
 void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nthreads) {
   check_dtypes(t);
-  const PrologueInputs pro = read_prologue(stats, call.use_prologue);
-  if (pro.skip) {
+  const double lr = read_lr(call.lr);
+  const bool bad_lr = lr_rejected(call.lr, lr, stats);
+  const PrologueInputs pro = read_prologue(stats, call.use_prologue, call.maximize);
+  if (pro.skip || bad_lr) {
     return;
   }
   const bool eadam = call.variant == AdamVariant::kEadam;
@@ -45,7 +47,6 @@ void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nt
   loop.telemetry = call.telemetry;
   loop.call = {pro.coef, call.weight_decay, call.beta1, call.beta2, shifts_v ? call.eps : a, b};
 
-  const double lr = read_lr(call.lr);
   const bool bias_correction = call.bias_correction && call.variant != AdamVariant::kRmsprop;
   const std::vector<double> steps = next_steps(t);
   std::vector<math::AdamTensorScalars<double>> per_tensor(steps.size());

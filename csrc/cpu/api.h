@@ -5,6 +5,11 @@
 // Every update call follows the contract's common rules:
 //   * use_prologue: coef = stats[COEF] multiplies each grad, and stats[FOUND_INF] != 0 skips the
 //     whole call (params, states, steps and stats unchanged); otherwise coef = 1, no skip.
+//   * maximize: coef is negated (math/prologue.h update_coef): every grad negated first.
+//   * a tensor lr (read here, on the host) that is NaN or negative skips the whole call too and
+//     sets stats[LR_INVALID] = 1 (step_common.h lr_rejected).
+//   * master weights: each element starts from its master, re-seeded from the param where the
+//     param was written since the last step (Note [master re-seed], math/master.h).
 //   * per tensor, t = step + 1 (fp32, as the reference) is used and stored back.
 //   * telemetry: the fp64 sums of (p_new - p_old)^2, p_new^2 and (coef g)^2 are added to
 //     stats[UPDATE_SQ], stats[PARAM_SQ], stats[STEP_GRAD_SQ].
@@ -34,17 +39,20 @@ struct AdamCall {
   bool coupled_decay;    // Adam's L2 (else decoupled, AdamW)
   bool bias_correction;  // false for AdamD (and ignored by rmsprop, which has none)
   bool use_prologue, use_abc, telemetry;
+  bool maximize;         // ascend: the grad negated first
 };
 
 struct AdagradCall {
   LearningRate lr;
   double lr_decay, eps, weight_decay;
   bool use_prologue, telemetry;
+  bool maximize;
 };
 
 struct SgdCall {
   bool momentum_direction;  // step along the momentum_buffer state instead of the grad
   bool use_prologue, telemetry;
+  bool maximize;            // negates the grad direction (never the momentum direction)
 };
 
 struct PrologueCall {
@@ -62,7 +70,7 @@ void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nt
 void adagrad_step(const TensorTable& t, double* stats, const AdagradCall& call, int nthreads);
 void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthreads);
 void momentum_step(const TensorTable& t, double* stats, double rho, bool use_prologue,
-                   int nthreads);
+                   bool maximize, int nthreads);
 void grad_prologue(const GradList& grads, double* stats, const PrologueCall& call, int nthreads);
 
 }  // namespace fusedopt::cpu

@@ -10,7 +10,7 @@ namespace fusedopt::cpu {
 
 void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthreads) {
   check_dtypes(t);
-  const PrologueInputs pro = read_prologue(stats, call.use_prologue);
+  const PrologueInputs pro = read_prologue(stats, call.use_prologue, call.maximize);
   if (pro.skip) {
     return;
   }
@@ -20,7 +20,7 @@ void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthr
   loop.table = view_of(t);
   loop.momentum_direction = call.momentum_direction;
   loop.telemetry = call.telemetry;
-  loop.coef = call.momentum_direction ? 1.0 : pro.coef;
+  loop.coef = call.momentum_direction ? 1.0 : pro.coef;  // the momentum: already signed
   loop.grad_coef = pro.coef;
   loop.scale = stats[kSlotScale];
   loop.partials = partials.data();
@@ -34,9 +34,9 @@ void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthr
 }
 
 void momentum_step(const TensorTable& t, double* stats, double rho, bool use_prologue,
-                   int nthreads) {
+                   bool maximize, int nthreads) {
   check_dtypes(t);
-  const PrologueInputs pro = read_prologue(stats, use_prologue);
+  const PrologueInputs pro = read_prologue(stats, use_prologue, maximize);
   if (pro.skip) {
     return;
   }

@@ -5,14 +5,15 @@
 #include "cpu/lanes.h"
 #include "dispatch/switch.h"
 #include "fusedopt/stats.h"
+#include "math/prologue.h"
 
 namespace fusedopt::cpu {
 
-PrologueInputs read_prologue(const double* stats, bool use_prologue) {
+PrologueInputs read_prologue(const double* stats, bool use_prologue, bool maximize) {
   if (!use_prologue) {
-    return {false, 1.0};
+    return {false, math::update_coef(1.0, maximize)};
   }
-  return {stats[kSlotFoundInf] != 0.0, stats[kSlotCoef]};
+  return {stats[kSlotFoundInf] != 0.0, math::update_coef(stats[kSlotCoef], maximize)};
 }
 
 double read_lr(const LearningRate& lr) {
@@ -26,6 +27,14 @@ double read_lr(const LearningRate& lr) {
     return double(*static_cast<const float*>(lr.ptr));
   }
   throw std::invalid_argument("fusedopt: a tensor lr must be fp32 or fp64");
+}
+
+bool lr_rejected(const LearningRate& lr, double value, double* stats) {
+  const bool bad = lr.ptr != nullptr && (value != value || value < 0.0);
+  if (bad) {
+    stats[kSlotLrInvalid] = 1.0;
+  }
+  return bad;
 }
 
 std::vector<double> next_steps(const TensorTable& t) {

@@ -13,12 +13,16 @@ namespace fusedopt::cpu {
 /// The prologue's verdict for an update call.
 struct PrologueInputs {
   bool skip;    // stats[FOUND_INF] != 0 (only with use_prologue)
-  double coef;  // stats[COEF], or 1
+  double coef;  // stats[COEF], or 1; negated for maximize (math/prologue.h update_coef)
 };
-PrologueInputs read_prologue(const double* stats, bool use_prologue);
+PrologueInputs read_prologue(const double* stats, bool use_prologue, bool maximize);
 
 /// The learning rate's value now (a tensor lr is read here, on the host: it is a CPU tensor).
 double read_lr(const LearningRate& lr);
+
+/// A tensor lr whose value is NaN or negative: sets stats[LR_INVALID] = 1 and returns true (the
+/// call is then skipped whole). A float lr is not checked (the optimizer validates it).
+bool lr_rejected(const LearningRate& lr, double value, double* stats);
 
 /// t = step + 1 per tensor, in fp32 as the reference computes it, widened to fp64.
 std::vector<double> next_steps(const TensorTable& t);

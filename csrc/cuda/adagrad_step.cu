@@ -17,7 +17,7 @@ namespace {
 /// clr = lr / (1 + (t - 1) lr_decay) of every tensor, in fp64 (as csrc/cpu/adagrad_step.cpp).
 __global__ void __launch_bounds__(kFinishBlockSize)
     adagrad_scalars_kernel(const __grid_constant__ AdagradArgs a) {
-  const double lr = read_lr(a.lr);
+  const double lr = read_lr(a.pass.lr);
   const TableView& t = a.pass.table;
   for (int64_t k = blockIdx.x * int64_t(kFinishBlockSize) + threadIdx.x; k < t.n_tensors();
        k += int64_t(gridDim.x) * kFinishBlockSize) {
@@ -30,8 +30,8 @@ __global__ void __launch_bounds__(kFinishBlockSize)
 void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintptr_t stream) {
   check_dtypes(t);
   AdagradLaunch l{};
-  l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue};
-  l.args.lr = call.lr;
+  l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue, call.maximize,
+                 call.lr};
   l.args.lr_decay = call.lr_decay;
   l.args.eps = call.eps;
   l.args.weight_decay = call.weight_decay;
@@ -52,7 +52,8 @@ void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintpt
     });
   }
   launch_finish({view_of(t), stats, t.partials, call.telemetry ? 3 : 0, int(kSlotUpdateSq),
-                 /*advance_steps=*/true, call.use_prologue, t.param_dtype == DType::kFloat64},
+                 /*advance_steps=*/true, call.use_prologue, t.param_dtype == DType::kFloat64,
+                 call.lr},
                 t.device, stream);
 }
 

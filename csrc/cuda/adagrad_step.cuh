@@ -9,12 +9,12 @@
 #include "cuda/update_pass.cuh"
 #include "dispatch/switch.h"
 #include "math/adagrad.h"
+#include "math/master.h"
 
 namespace fusedopt::cuda {
 
 struct AdagradArgs {
-  PassArgs pass;
-  LearningRate lr;
+  PassArgs pass;  // pass.lr: the learning rate
   double lr_decay, eps, weight_decay;
 };
 
@@ -67,6 +67,7 @@ struct AdagradOp {
   __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W], sv[W];
     load_elements<W>(pv, p + i);
+    if constexpr (kMaster) reseed_masters<W>(pv, shadow + i);  // Note [master re-seed]
     load_elements<W>(gv, g + i);
     load_elements<W>(sv, s + i);
 #pragma unroll

@@ -20,7 +20,7 @@ namespace {
 /// them on the host (csrc/cpu/adam_step.cpp), from the device's lr, step counts and AdamL's c.
 __global__ void __launch_bounds__(kFinishBlockSize)
     adam_scalars_kernel(const __grid_constant__ AdamArgs a) {
-  const double lr = read_lr(a.lr);
+  const double lr = read_lr(a.pass.lr);
   const double c = a.use_abc ? a.pass.stats[kSlotAbc + 2] : 1.0;
   const TableView& t = a.pass.table;
   for (int64_t k = blockIdx.x * int64_t(kFinishBlockSize) + threadIdx.x; k < t.n_tensors();
@@ -55,8 +55,8 @@ void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t st
   const bool coupled = call.coupled_decay && call.weight_decay != 0.0;
 
   AdamLaunch l{};
-  l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue};
-  l.args.lr = call.lr;
+  l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue, call.maximize,
+                 call.lr};
   l.args.beta1 = call.beta1;
   l.args.beta2 = call.beta2;
   l.args.eps = call.eps;
@@ -84,7 +84,8 @@ void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t st
     });
   }
   launch_finish({view_of(t), stats, t.partials, call.telemetry ? 3 : 0, int(kSlotUpdateSq),
-                 /*advance_steps=*/true, call.use_prologue, t.param_dtype == DType::kFloat64},
+                 /*advance_steps=*/true, call.use_prologue, t.param_dtype == DType::kFloat64,
+                 call.lr},
                 t.device, stream);
 }
 

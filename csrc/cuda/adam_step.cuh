@@ -9,14 +9,14 @@
 #include "cuda/update_pass.cuh"
 #include "dispatch/switch.h"
 #include "math/adam.h"
+#include "math/master.h"
 
 namespace fusedopt::cuda {
 
 /// Everything an Adam-family kernel needs, in fp64 as the CPU core's adam_step computes it
 /// (csrc/cpu/adam_step.cpp): the kernel casts to opmath.
 struct AdamArgs {
-  PassArgs pass;
-  LearningRate lr;
+  PassArgs pass;  // pass.lr: the learning rate
   double beta1, beta2, eps, weight_decay;
   bool use_abc;          // AdamL: a, b, c from stats[ABC:ABC+3]
   bool eadam;            // no outer eps (b = 0)
@@ -93,6 +93,7 @@ struct AdamOp {
   __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W], mv[W] = {}, vv[W], vmaxv[W] = {};
     load_elements<W>(pv, p + i);
+    if constexpr (kMaster) reseed_masters<W>(pv, shadow + i);  // Note [master re-seed]
     load_elements<W>(gv, g + i);
     if constexpr (kHasM) load_elements<W>(mv, m + i);
     load_elements<W>(vv, v + i);

@@ -7,6 +7,11 @@
 // ever read on the host, so a step can be captured in a CUDA graph):
 //   * use_prologue: coef = stats[COEF] multiplies each grad, and stats[FOUND_INF] != 0 skips the
 //     whole call (params, states, steps and stats unchanged); otherwise coef = 1, no skip.
+//   * maximize: coef is negated (math/prologue.h update_coef): every grad negated first.
+//   * a tensor lr (read on the device) that is NaN or negative skips the whole call too, and
+//     the finish kernel sets stats[LR_INVALID] = 1 (update_pass.cuh lr_rejected).
+//   * master weights: each element starts from its master, re-seeded from the param where the
+//     param was written since the last step (Note [master re-seed], math/master.h).
 //   * per tensor, t = step + 1 (fp32, as the reference) is used and stored back.
 //   * telemetry: the sums of (p_new - p_old)^2, p_new^2 and (coef g)^2 are added to
 //     stats[UPDATE_SQ], stats[PARAM_SQ], stats[STEP_GRAD_SQ] (Note [finish], finish.cuh).
@@ -59,17 +64,20 @@ struct AdamCall {
   bool coupled_decay;    // Adam's L2 (else decoupled, AdamW)
   bool bias_correction;  // false for AdamD (and ignored by rmsprop, which has none)
   bool use_prologue, use_abc, telemetry;
+  bool maximize;         // ascend: the grad negated first
 };
 
 struct AdagradCall {
   LearningRate lr;
   double lr_decay, eps, weight_decay;
   bool use_prologue, telemetry;
+  bool maximize;
 };
 
 struct SgdCall {
   bool momentum_direction;  // step along the momentum_buffer state instead of the grad
   bool use_prologue, telemetry;
+  bool maximize;            // negates the grad direction (never the momentum direction)
 };
 
 struct PrologueCall {
@@ -99,7 +107,7 @@ bool supports_dtypes(DType param, DType grad, DType state, bool master);
 void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t stream);
 void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintptr_t stream);
 void sgd_step(const Table& t, double* stats, const SgdCall& call, uintptr_t stream);
-void momentum_step(const Table& t, double* stats, double rho, bool use_prologue,
+void momentum_step(const Table& t, double* stats, double rho, bool use_prologue, bool maximize,
                    uintptr_t stream);
 /// `grads`: a table with the grad and dtype rows; its n_chunks may be 0 (compute_norm false).
 /// opmath64: some grad is fp64, so the whole sum runs in fp64 (as the reference).

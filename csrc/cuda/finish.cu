@@ -2,6 +2,7 @@
 #include "cuda/block_reduce.cuh"
 #include "cuda/finish.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/update_pass.cuh"
 #include "fusedopt/stats.h"
 
 namespace fusedopt::cuda {
@@ -9,6 +10,12 @@ namespace {
 
 __global__ void __launch_bounds__(kFinishBlockSize)
     finish_kernel(const __grid_constant__ FinishArgs a) {
+  if (lr_rejected(a.lr)) {
+    if (threadIdx.x == 0) {
+      a.stats[kSlotLrInvalid] = 1.0;
+    }
+    return;  // the update was skipped: steps and sums stay as they were
+  }
   if (a.use_prologue && a.stats[kSlotFoundInf] != 0.0) {
     return;  // the update was skipped: steps and sums stay as they were
   }

@@ -8,6 +8,7 @@
 #include "cuda/launch.cuh"
 #include "cuda/update_pass.cuh"
 #include "dispatch/switch.h"
+#include "math/master.h"
 #include "math/sgd.h"
 
 namespace fusedopt::cuda {
@@ -28,7 +29,8 @@ struct SgdLaunch {
   uintptr_t stream;
 };
 
-/// p <- p - stats[SCALE] * d, d = coef g (or the momentum, coef 1).
+/// p <- p - stats[SCALE] * d, d = coef g (or the momentum, coef 1: momentum_step already
+/// negated the grads for maximize).
 template <class Set, bool kMomentumDirection, bool kTelemetry>
 struct SgdOp {
   using P = typename Set::param;
@@ -69,6 +71,7 @@ struct SgdOp {
   __device__ __forceinline__ void apply(int64_t i, Partials<kSums, Acc>& acc) {
     T pv[W], gv[W] = {}, dv[W];
     load_elements<W>(pv, p + i);
+    if constexpr (kMaster) reseed_masters<W>(pv, shadow + i);  // Note [master re-seed]
     if constexpr (kReadsGrad) load_elements<W>(gv, g + i);
     if constexpr (kMomentumDirection) {
       load_elements<W>(dv, mom + i);

@@ -15,6 +15,8 @@
 #include "cuda/launch_config.h"
 #include "cuda/multi_tensor_apply.cuh"
 #include "fusedopt/stats.h"
+#include "math/master.h"
+#include "math/prologue.h"
 
 namespace fusedopt::cuda {
 
@@ -25,17 +27,9 @@ struct PassArgs {
   double* partials;   // per-chunk sums (Note [finish], finish.cuh)
   double* scalars;    // per-tensor scalars (Note [tensor scalars])
   bool use_prologue;  // read stats[COEF] and skip on stats[FOUND_INF]
+  bool maximize;      // negate the gradient coefficient (math/prologue.h update_coef)
+  LearningRate lr;    // Adam, Adagrad: a tensor lr that is NaN or negative skips the call
 };
-
-/// stats[FOUND_INF] != 0 after a prologue: the whole call is skipped.
-__device__ __forceinline__ bool skipped(const PassArgs& a) {
-  return a.use_prologue && a.stats[kSlotFoundInf] != 0.0;
-}
-
-/// The gradient coefficient stats[COEF] (unscale x clip) after a prologue, else 1.
-__device__ __forceinline__ double grad_coef(const PassArgs& a) {
-  return a.use_prologue ? a.stats[kSlotCoef] : 1.0;
-}
 
 /// The learning rate now: the float, or the fp32/fp64 value behind the pointer.
 __device__ __forceinline__ double read_lr(const LearningRate& lr) {
@@ -44,6 +38,40 @@ __device__ __forceinline__ double read_lr(const LearningRate& lr) {
   }
   return lr.dtype == DType::kFloat64 ? *static_cast<const double*>(lr.ptr)
                                      : double(*static_cast<const float*>(lr.ptr));
+}
+
+/// A tensor lr (read through its pointer) that is NaN or negative: the whole call is skipped
+/// and the finish kernel sets stats[LR_INVALID] (a float lr is the optimizer's to validate).
+__device__ __forceinline__ bool lr_rejected(const LearningRate& lr) {
+  if (lr.ptr == nullptr) {
+    return false;
+  }
+  const double v = read_lr(lr);
+  return v != v || v < 0.0;
+}
+
+/// stats[FOUND_INF] != 0 after a prologue, or a rejected tensor lr: the whole call is skipped.
+__device__ __forceinline__ bool skipped(const PassArgs& a) {
+  return (a.use_prologue && a.stats[kSlotFoundInf] != 0.0) || lr_rejected(a.lr);
+}
+
+/// The gradient coefficient stats[COEF] (unscale x clip) after a prologue, else 1; negated
+/// for maximize.
+__device__ __forceinline__ double grad_coef(const PassArgs& a) {
+  return math::update_coef(a.use_prologue ? a.stats[kSlotCoef] : 1.0, a.maximize);
+}
+
+/// Note [master re-seed] (math/master.h) for W elements: pv holds their fp32 masters; where the
+/// 16-bit param at `param` no longer equals its master rounded, the param (widened) replaces it.
+/// `param` is aligned like the masters (begin_chunk checked both for the vector path).
+template <int W, class P>
+__device__ __forceinline__ void reseed_masters(float (&pv)[W], const P* param) {
+  P raw[W];
+  load_words<int(sizeof(P)) * W>(raw, param);
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    pv[j] = math::reseed_master(pv[j], raw[j]);
+  }
 }
 
 /// t = step + 1 of tensor k, in fp32 as the reference computes it, widened to fp64.

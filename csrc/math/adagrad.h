@@ -2,7 +2,8 @@
 // operation order of python/fusedopt/reference/adagrad.py (ALGORITHMS.md §4):
 //
 //   clr = lr / (1 + (t - 1) * lr_decay)     per tensor, fp64, then cast to opmath
-//   g = g * coef                            (1 without a prologue)
+//   g = g * coef                            (1 without a prologue; negated for maximize,
+//                                            prologue.h update_coef)
 //   g = g + p * wd                          (kL2: only when wd != 0, as the reference)
 //   s = s + g * g
 //   p = p - (clr * g) / (sqrt(s) + eps)
@@ -18,7 +19,7 @@ namespace fusedopt::math {
 
 template <class T>
 struct AdagradCallScalars {
-  T coef;  // stats[COEF] after a prologue, else 1
+  T coef;  // stats[COEF] after a prologue, else 1; negated for maximize
   T wd;    // coupled L2 coefficient (kL2)
   T eps;
 };

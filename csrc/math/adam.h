@@ -1,7 +1,8 @@
 // The Adam family: one element update, in opmath, in exactly the operation order of
 // python/fusedopt/reference/adam_family.py (ALGORITHMS.md §2, §3):
 //
-//   g = g * coef                                  (AMP unscale and clip; 1 without a prologue)
+//   g = g * coef                                  (AMP unscale and clip; 1 without a prologue;
+//                                                  negated for maximize: prologue.h update_coef)
 //   g = g + p * wd                                (Decay::kCoupled, Adam's L2)
 //   p = p * decay                                 (Decay::kDecoupled; decay = 1 without decay)
 //   m = lerp(m, g, w), w = 1 - beta1              (kRmsprop: no m, the direction is g)
@@ -42,7 +43,7 @@ enum class Decay : int { kDecoupled = 0, kCoupled = 1 };
 
 /// Scalars shared by every tensor of one call, in fp64, as the step code gathers them.
 struct AdamCallInputs {
-  double coef;       // stats[COEF] after a prologue, else 1
+  double coef;       // stats[COEF] after a prologue, else 1; negated for maximize
   double wd;         // coupled L2 coefficient (Decay::kCoupled)
   double beta1, beta2;
   double v_shift;    // added to v and stored: eps (adabelief, eadam), a (AdamL), else 0

@@ -24,6 +24,15 @@ FUSEDOPT_INLINE T unscaled_square(T g, T inv) {
   return x * x;
 }
 
+/// The coefficient an update call multiplies every grad by: stats[COEF] after a prologue (else
+/// 1), negated for maximize (torch.optim's maximize: ascend, the grad negated before anything
+/// else). IEEE negation is exact and rounding is symmetric, so g * (-coef) is bitwise
+/// -(g * coef) at every precision it is cast to: maximizing is exactly descending on -g, and
+/// every square of the telemetry is unchanged.
+FUSEDOPT_HD inline double update_coef(double coef, bool maximize) {
+  return maximize ? -coef : coef;
+}
+
 /// The five slots of a prologue region (Note [prologue region]), in fp64.
 struct PrologueScalars {
   double sq, norm, found_inf, clip_coef, coef;

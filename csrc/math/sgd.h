@@ -1,10 +1,12 @@
 // The SGD family (IAN-SGD, NSGD, NSGDm, Clip-SGD; AdaGrad-Norm's pass): element updates in
 // opmath, in the operation order of python/fusedopt/reference/sgd_family.py (ALGORITHMS.md §5):
 //
-//   d = d * coef                    (d the grad after a prologue; coef = 1 for the momentum)
+//   d = d * coef                    (d the grad: coef = stats[COEF] or 1, negated for maximize
+//                                    (prologue.h update_coef); d the momentum: coef = 1, the
+//                                    momentum pass already used the negated grads)
 //   p = p - scale * d               (scale = stats[SCALE], one global scalar)
 //
-//   g = g * coef                    NSGDm's momentum pass
+//   g = g * coef                    NSGDm's momentum pass (coef negated for maximize)
 //   m = m * (1 - rho) + g * rho
 #pragma once
 

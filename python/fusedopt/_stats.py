@@ -40,10 +40,15 @@ SCALE = 13              # SGD family: the global step scale s in p <- p - s * d
 ABC = 14                # AdamL: a (added to v), b (denominator eps), c (lr multiplier): 14, 15, 16
 MOMENTUM_SQ = 17        # NSGDm: sum of m_new^2 written by momentum_step_
 PREV_PARAM_SQ = 18      # PARAM_SQ of the last step, reported by last_stats when a step is skipped
+#: 1.0 when an update call read a tensor lr (through its pointer, no host sync) that was NaN or
+#: negative: that call was skipped whole (params, states, step counts unchanged). The kernels
+#: only ever set it; the optimizer zeroes it at the start of a step.
+LR_INVALID = 19
 
 SLOT_NAMES = {
     "GRAD_SQ": GRAD_SQ, "GRAD_NORM": GRAD_NORM, "FOUND_INF": FOUND_INF, "CLIP_COEF": CLIP_COEF,
     "COEF": COEF, "UPDATE_SQ": UPDATE_SQ, "PARAM_SQ": PARAM_SQ, "STEP_GRAD_SQ": STEP_GRAD_SQ,
     "AUX": AUX, "SCALE": SCALE, "ABC": ABC, "MOMENTUM_SQ": MOMENTUM_SQ, "PREV_PARAM_SQ": PREV_PARAM_SQ,
+    "LR_INVALID": LR_INVALID,
     "NUM_SLOTS": NUM_SLOTS,
 }

@@ -6,6 +6,7 @@
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
 #include "math/adagrad.h"
+#include "math/master.h"
 
 namespace fusedopt::cpu::FUSEDOPT_ISA {
 namespace {
@@ -33,6 +34,7 @@ void adagrad_chunks(const AdagradLoop& a) {
     // scalars by value: Note [scalars by value] (update_loop.h)
     auto update = [&, cs, clr](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
+      if constexpr (kMaster) pv = math::reseed_master(pv, shadow[i]);  // Note [master re-seed]
       const T gv = load<T>(g[i]);
       T sv = load<T>(s[i]);
       p_old = pv;

@@ -6,6 +6,7 @@
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
 #include "math/adam.h"
+#include "math/master.h"
 
 namespace fusedopt::cpu::FUSEDOPT_ISA {
 namespace {
@@ -42,6 +43,7 @@ void adam_chunks(const AdamLoop& a) {
     // scalars by value: Note [scalars by value] (update_loop.h)
     auto update = [&, cs, ts](int64_t i, T& p_old, T& p_new, T& g_eff) FUSEDOPT_INLINE_LAMBDA {
       T pv = load<T>(p[i]);
+      if constexpr (kMaster) pv = math::reseed_master(pv, shadow[i]);  // Note [master re-seed]
       const T gv = load<T>(g[i]);
       T mv = T(0), vmaxv = T(0);
       if constexpr (kHasM) mv = load<T>(m[i]);

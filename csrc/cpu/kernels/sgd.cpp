@@ -6,6 +6,7 @@
 #include "cpu/lanes.h"
 #include "cpu/parallel.h"
 #include "dispatch/switch.h"
+#include "math/master.h"
 #include "math/sgd.h"
 
 namespace fusedopt::cpu::FUSEDOPT_ISA {
@@ -33,7 +34,8 @@ void sgd_chunks(const SgdLoop& a) {
     // scalars by value: Note [scalars by value] (update_loop.h)
     auto update = [&, coef, grad_coef, scale](int64_t i, T& p_old, T& p_new,
                                               T& g_eff) FUSEDOPT_INLINE_LAMBDA {
-      const T pv = load<T>(p[i]);
+      T pv = load<T>(p[i]);
+      if constexpr (kMaster) pv = math::reseed_master(pv, shadow[i]);  // Note [master re-seed]
       T d;
       if constexpr (kMomentumDirection) {
         d = load<T>(mom[i]);

@@ -27,6 +27,7 @@ constexpr int64_t kSlotScale = 13;      // SGD family: the global step scale s
 constexpr int64_t kSlotAbc = 14;        // AdamL a, b, c: 14, 15, 16
 constexpr int64_t kSlotMomentumSq = 17; // NSGDm: sum m_new^2
 constexpr int64_t kSlotPrevParamSq = 18; // last step's PARAM_SQ (the optimizer's; no kernel writes it)
+constexpr int64_t kSlotLrInvalid = 19;  // 1.0: a tensor lr was NaN or negative, the call skipped
 
 // Offsets inside a prologue region.
 constexpr int64_t kRegionSq = 0;

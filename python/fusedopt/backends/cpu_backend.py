@@ -61,39 +61,41 @@ def grad_prologue_(grads: list[Tensor], stats: Tensor, *, region: int,
 
 
 def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: bool,
-               use_abc: bool, telemetry: bool) -> None:
+               use_abc: bool, telemetry: bool, maximize: bool = False) -> None:
     """Adam-family update of bucket ``b`` (contract)."""
     table = _native.bucket_table(b, "adam")
     lr_value, lr_ptr, lr_dtype = _native.lr_args(lr)
     _native.native().adam_step(
         table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, hp.beta1, hp.beta2, hp.eps,
         hp.weight_decay, VARIANT_CODES[hp.variant], hp.decay == "coupled", hp.bias_correction,
-        use_prologue, use_abc, telemetry, _native.num_threads())
+        use_prologue, use_abc, telemetry, maximize, _native.num_threads())
 
 
 def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool) -> None:
+                  weight_decay: float, use_prologue: bool, telemetry: bool,
+                  maximize: bool = False) -> None:
     """Coordinate-wise Adagrad update of bucket ``b`` (contract)."""
     table = _native.bucket_table(b, "adagrad")
     lr_value, lr_ptr, lr_dtype = _native.lr_args(lr)
     _native.native().adagrad_step(
         table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, float(lr_decay), float(eps),
-        float(weight_decay), use_prologue, telemetry, _native.num_threads())
+        float(weight_decay), use_prologue, telemetry, maximize, _native.num_threads())
 
 
 def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
-              telemetry: bool) -> None:
+              telemetry: bool, maximize: bool = False) -> None:
     """``p <- p - stats[SCALE] * d`` along the grad or the momentum (contract)."""
     if direction not in ("grad", "momentum"):
         raise ValueError(f"fusedopt cpu backend: direction must be 'grad' or 'momentum', "
                          f"got {direction!r}")
     table = _native.bucket_table(b, "sgd")
     _native.native().sgd_step(table, stats.data_ptr(), direction == "momentum", use_prologue,
-                              telemetry, _native.num_threads())
+                              telemetry, maximize, _native.num_threads())
 
 
-def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool) -> None:
+def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool,
+                   maximize: bool = False) -> None:
     """NSGDm's momentum pass, adding ``sum(m_new^2)`` to ``stats[MOMENTUM_SQ]`` (contract)."""
     table = _native.bucket_table(b, "sgd")
-    _native.native().momentum_step(table, stats.data_ptr(), float(rho), use_prologue,
+    _native.native().momentum_step(table, stats.data_ptr(), float(rho), use_prologue, maximize,
                                    _native.num_threads())

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _native_cuda
+from .. import _stats as S
 from ..reference.adam_family import VARIANTS, AdamHyper
 from .bucket import Bucket
 
@@ -87,41 +88,65 @@ def grad_prologue_(grads: list[Tensor], stats: Tensor, *, region: int,
         compute_norm, opmath64, _native_cuda.stream_handle(stats.device))
 
 
+def _lr_args(lr, stats: Tensor) -> tuple[float, int, int] | None:
+    """The kernels' (value, pointer, dtype code) of ``lr``, or None when the call is skipped.
+
+    A device tensor lr is read by the kernels, which check it (NaN or negative: skip the call,
+    set stats[LR_INVALID]). A CPU tensor lr is read on the host by ``lr_args`` (host memory, no
+    device sync), so the same rule is applied here, as the cpu backend does: the flag is set by
+    a device fill (no sync) and nothing is launched.
+    """
+    value, ptr, dtype = _native_cuda.lr_args(lr)
+    if isinstance(lr, Tensor) and ptr == 0 and (value != value or value < 0.0):
+        stats[S.LR_INVALID] = 1.0
+        return None
+    return value, ptr, dtype
+
+
 def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: bool,
-               use_abc: bool, telemetry: bool) -> None:
+               use_abc: bool, telemetry: bool, maximize: bool = False) -> None:
     """Adam-family update of bucket ``b`` (contract)."""
     table = _native_cuda.bucket_table(b, "adam")
-    lr_value, lr_ptr, lr_dtype = _native_cuda.lr_args(lr)
+    lr_args = _lr_args(lr, stats)
+    if lr_args is None:
+        return
+    lr_value, lr_ptr, lr_dtype = lr_args
     _native_cuda.native().adam_step(
         table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, hp.beta1, hp.beta2, hp.eps,
         hp.weight_decay, VARIANT_CODES[hp.variant], hp.decay == "coupled", hp.bias_correction,
-        use_prologue, use_abc, telemetry, _native_cuda.stream_handle(stats.device))
+        use_prologue, use_abc, telemetry, maximize, _native_cuda.stream_handle(stats.device))
 
 
 def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool) -> None:
+                  weight_decay: float, use_prologue: bool, telemetry: bool,
+                  maximize: bool = False) -> None:
     """Coordinate-wise Adagrad update of bucket ``b`` (contract)."""
     table = _native_cuda.bucket_table(b, "adagrad")
-    lr_value, lr_ptr, lr_dtype = _native_cuda.lr_args(lr)
+    lr_args = _lr_args(lr, stats)
+    if lr_args is None:
+        return
+    lr_value, lr_ptr, lr_dtype = lr_args
     _native_cuda.native().adagrad_step(
         table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, float(lr_decay), float(eps),
-        float(weight_decay), use_prologue, telemetry, _native_cuda.stream_handle(stats.device))
+        float(weight_decay), use_prologue, telemetry, maximize,
+        _native_cuda.stream_handle(stats.device))
 
 
 def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
-              telemetry: bool) -> None:
+              telemetry: bool, maximize: bool = False) -> None:
     """``p <- p - stats[SCALE] * d`` along the grad or the momentum (contract)."""
     if direction not in ("grad", "momentum"):
         raise ValueError(f"fusedopt cuda backend: direction must be 'grad' or 'momentum', "
                          f"got {direction!r}")
     table = _native_cuda.bucket_table(b, "sgd")
     _native_cuda.native().sgd_step(table, stats.data_ptr(), direction == "momentum",
-                                   use_prologue, telemetry,
+                                   use_prologue, telemetry, maximize,
                                    _native_cuda.stream_handle(stats.device))
 
 
-def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool) -> None:
+def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool,
+                   maximize: bool = False) -> None:
     """NSGDm's momentum pass, adding ``sum(m_new^2)`` to ``stats[MOMENTUM_SQ]`` (contract)."""
     table = _native_cuda.bucket_table(b, "sgd")
     _native_cuda.native().momentum_step(table, stats.data_ptr(), float(rho), use_prologue,
-                                        _native_cuda.stream_handle(stats.device))
+                                        maximize, _native_cuda.stream_handle(stats.device))

@@ -35,12 +35,27 @@ def grad_prologue_(grads, stats, *, region, grad_scale, found_inf, max_norm, com
 
 
 class _Pass:
-    """What every update call shares: skip flag, coef, telemetry sums, step advance."""
+    """What every update call shares: skip flag, coef, telemetry sums, step advance.
 
-    def __init__(self, stats: Tensor, use_prologue: bool, telemetry: bool):
+    ``maximize`` negates the gradient coefficient (-COEF, or -1 without a prologue): every
+    grad the call reads is negated before anything else, as torch.optim's ``maximize``.
+    ``lr``: a tensor lr that is NaN or negative skips the call and sets ``stats[LR_INVALID]``.
+    """
+
+    def __init__(self, stats: Tensor, use_prologue: bool, telemetry: bool,
+                 maximize: bool = False, lr=None):
         self.stats = stats
-        self.coef = stats[S.COEF] if use_prologue else None
+        coef = stats[S.COEF] if use_prologue else None
+        if maximize:
+            coef = -(coef if coef is not None
+                     else torch.ones((), dtype=torch.float64, device=stats.device))
+        self.coef = coef
         self.skip = (stats[S.FOUND_INF] != 0) if use_prologue else None
+        if isinstance(lr, Tensor):
+            bad = torch.isnan(lr) | (lr < 0)
+            bad = bad.to(stats.device).reshape(())
+            stats[S.LR_INVALID] = torch.where(bad, 1.0, stats[S.LR_INVALID])
+            self.skip = bad if self.skip is None else self.skip | bad
         self.telemetry = telemetry
         self.sums = torch.zeros(3, dtype=torch.float64, device=stats.device)
 
@@ -70,8 +85,22 @@ class _Pass:
 
 
 def _load_param(b: Bucket, i: int, op: torch.dtype) -> Tensor:
-    src = b.masters[i] if b.masters is not None else b.params[i]
-    return src.detach().to(op)
+    """The value the update starts from: the param, or its fp32 master re-seeded where the
+    param was written since the last step (Note [master re-seed], reseed_master)."""
+    if b.masters is None:
+        return b.params[i].detach().to(op)
+    return reseed_master(b.masters[i].detach(), b.params[i].detach()).to(op)
+
+
+def reseed_master(master: Tensor, param: Tensor) -> Tensor:
+    """Note [master re-seed]: per element, the master where rounding it to the param dtype
+    (round to nearest even, the store's rounding) gives the param's bits, else the param
+    widened (exact). A param written since the last step (load_state_dict, clamp_, re-init)
+    thus re-seeds its master instead of being reverted by it; an unwritten param always
+    equals its rounded master, so normal steps are unchanged bit for bit."""
+    bits = {torch.bfloat16: torch.int16, torch.float16: torch.int16}[param.dtype]
+    same = master.to(param.dtype).view(bits) == param.view(bits)
+    return torch.where(same, master, param.to(master.dtype))
 
 
 def _store_param(b: Bucket, i: int, new: Tensor, ps: _Pass) -> None:
@@ -85,8 +114,8 @@ def _g_eff(g: Tensor, ps: _Pass) -> Tensor:
 
 
 def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: bool,
-               use_abc: bool, telemetry: bool) -> None:
-    ps = _Pass(stats, use_prologue, telemetry)
+               use_abc: bool, telemetry: bool, maximize: bool = False) -> None:
+    ps = _Pass(stats, use_prologue, telemetry, maximize, lr)
     a = bb = c = None
     if use_abc:
         a, bb, c = stats[S.ABC], stats[S.ABC + 1], stats[S.ABC + 2]
@@ -116,8 +145,9 @@ def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: boo
 
 
 def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool) -> None:
-    ps = _Pass(stats, use_prologue, telemetry)
+                  weight_decay: float, use_prologue: bool, telemetry: bool,
+                  maximize: bool = False) -> None:
+    ps = _Pass(stats, use_prologue, telemetry, maximize, lr)
     for i in range(len(b)):
         op = opmath_dtype(b.params[i])
         p = _load_param(b, i, op)
@@ -134,8 +164,10 @@ def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
 
 
 def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
-              telemetry: bool) -> None:
-    ps = _Pass(stats, use_prologue, telemetry)
+              telemetry: bool, maximize: bool = False) -> None:
+    # direction "momentum": the buffer was built from the negated grads by
+    # momentum_step_(maximize=True), so the direction itself is not negated again
+    ps = _Pass(stats, use_prologue, telemetry, maximize)
     scale = stats[S.SCALE]
     for i in range(len(b)):
         op = opmath_dtype(b.params[i])
@@ -151,8 +183,9 @@ def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
     ps.finish()
 
 
-def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool) -> None:
-    ps = _Pass(stats, use_prologue, telemetry=False)
+def momentum_step_(b: Bucket, stats: Tensor, *, rho: float, use_prologue: bool,
+                   maximize: bool = False) -> None:
+    ps = _Pass(stats, use_prologue, telemetry=False, maximize=maximize)
     total = torch.zeros((), dtype=torch.float64, device=stats.device)
     for i in range(len(b)):
         op = opmath_dtype(b.params[i])

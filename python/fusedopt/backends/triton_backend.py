@@ -86,21 +86,23 @@ def grad_prologue_(grads, stats, *, region, grad_scale, found_inf, max_norm, com
                                     compute_norm=compute_norm)
 
 
-def adam_step_(b: Bucket, stats, *, lr, hp, use_prologue, use_abc, telemetry):
+def adam_step_(b: Bucket, stats, *, lr, hp, use_prologue, use_abc, telemetry, maximize=False):
     _kernels("adam").adam_step_(b, stats, lr=lr, hp=hp, use_prologue=use_prologue,
-                                use_abc=use_abc, telemetry=telemetry)
+                                use_abc=use_abc, telemetry=telemetry, maximize=maximize)
 
 
-def adagrad_step_(b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry):
+def adagrad_step_(b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry,
+                  maximize=False):
     _kernels("adagrad").adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
                                       weight_decay=weight_decay, use_prologue=use_prologue,
-                                      telemetry=telemetry)
+                                      telemetry=telemetry, maximize=maximize)
 
 
-def sgd_step_(b: Bucket, stats, *, direction, use_prologue, telemetry):
+def sgd_step_(b: Bucket, stats, *, direction, use_prologue, telemetry, maximize=False):
     _kernels("sgd").sgd_step_(b, stats, direction=direction, use_prologue=use_prologue,
-                              telemetry=telemetry)
+                              telemetry=telemetry, maximize=maximize)
 
 
-def momentum_step_(b: Bucket, stats, *, rho, use_prologue):
-    _kernels("sgd").momentum_step_(b, stats, rho=rho, use_prologue=use_prologue)
+def momentum_step_(b: Bucket, stats, *, rho, use_prologue, maximize=False):
+    _kernels("sgd").momentum_step_(b, stats, rho=rho, use_prologue=use_prologue,
+                                   maximize=maximize)
