@@ -282,7 +282,7 @@ class FusedOptimizer(Optimizer):
         (the trace runs once)."""
         self._validate_groups()
         if torch.compiler.is_compiling():
-            return self._build_plan(self._flat_params())
+            return self._trace_plan()
         params = self._flat_params()
         plan = self._last_plan
         if (plan is None or len(params) != len(plan.params)
@@ -372,6 +372,47 @@ class FusedOptimizer(Optimizer):
         built = self._rebuild_buckets(plan, list(map(_GRAD, params)))
         assert built is not None  # every param with a grad was validated above
         return built
+
+    def _trace_plan(self) -> Plan:
+        """The buckets of a step ``torch.compile`` traces (once): grads checked as in eager
+        steps, no address checks (a pointer read would break the graph; the traced kernels
+        receive the tensors themselves). Params and grads must share a dense layout there:
+        the staging copies of eager steps are not traced."""
+        owner = self._owner()
+        local = D.local if self._dist_groups else _identity
+        buckets: dict[tuple, Bucket] = {}
+        kgrads: list[Tensor] = []
+        for gi, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                V.check_grad(owner, p, g, V.param_label(group, i, gi))
+                state = self._ensure_state(p, group)
+                master = state.get("master_param") if self._uses_master(p) else None
+                key = (gi, p.dtype, g.dtype, self._state_dtype_for(p), master is not None)
+                b = buckets.get(key)
+                if b is None:
+                    b = buckets[key] = Bucket([], [], [], {k: [] for k in keys},
+                                              [] if master is not None else None, {})
+                kgrads.append(local(g))
+                b.params.append(local(p))
+                b.grads.append(local(g))
+                b.steps.append(state["step"])
+                for k in keys:
+                    b.states[k].append(local(state[k]))
+                if master is not None:
+                    b.masters.append(local(master))
+        by_group: dict[int, list[Bucket]] = {}
+        for key, b in buckets.items():
+            by_group.setdefault(key[0], []).append(b)
+        plan = Plan(params=[], group_keys=[], state=None, version=0, infos=[], watched=[],
+                    watched_ptrs=[], kernel_params=[], param_numels=[])
+        plan.groups = [(self.param_groups[gi], by_group[gi])
+                       for gi in range(len(self.param_groups)) if gi in by_group]
+        plan.all_grads = kgrads
+        return plan
 
     def _kernel_keys(self, p: Tensor, keys: tuple[str, ...]) -> list[str]:
         out = ["step", *keys]
@@ -478,7 +519,8 @@ class FusedOptimizer(Optimizer):
         by_group: dict[int, list[Bucket]] = {}
         for key, b in buckets.items():
             by_group.setdefault(key[0], []).append(b)
-        plan.groups = [(self.param_groups[gi], bs) for gi, bs in sorted(by_group.items())]
+        plan.groups = [(self.param_groups[gi], by_group[gi])
+                       for gi in range(len(self.param_groups)) if gi in by_group]
         plan.fills = [(buckets[key], idx) for key, idx in fills.items()]
         plan.staged = staged
         plan.with_grad = with_grad
