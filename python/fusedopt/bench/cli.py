@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--bytes", action="store_true", help="print the bytes model and exit")
     p.add_argument("--host", action="store_true", help="the host-overhead mode instead: "
-                   "python -m fusedopt.bench.host (the flags after --host are its own)")
+                   "every other flag is python -m fusedopt.bench.host's (see its --help)")
     return p
 
 
