@@ -1,6 +1,6 @@
 """``@triton.jit`` building blocks shared by the kernels: chunk bounds, table loads, I/O in opmath.
 
-Numerics rules every kernel follows (DESIGN.md §4, "math once"):
+Numerics rules every kernel follows (docs/architecture.md#numerics-rules):
 
 * Arithmetic in opmath (fp32; fp64 for fp64 params); loads upcast, stores round to nearest even.
 * Division and square root are IEEE-rounded (:func:`div_rn`, :func:`sqrt_rn`: Triton's fp32 ``/``

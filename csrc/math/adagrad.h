@@ -1,5 +1,5 @@
 // Coordinate-wise Adagrad (torch.optim.Adagrad semantics): one element update, in opmath, in the
-// operation order of python/fusedopt/reference/adagrad.py (ALGORITHMS.md §4):
+// operation order of python/fusedopt/reference/adagrad.py (docs/algorithms.md#adagrad):
 //
 //   clr = lr / (1 + (t - 1) * lr_decay)     per tensor, fp64, then cast to opmath
 //   g = g * coef                            (1 without a prologue; negated for maximize,

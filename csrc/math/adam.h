@@ -1,5 +1,5 @@
 // The Adam family: one element update, in opmath, in exactly the operation order of
-// python/fusedopt/reference/adam_family.py (ALGORITHMS.md §2, §3):
+// python/fusedopt/reference/adam_family.py (docs/algorithms.md#adam-family, #adaml):
 //
 //   g = g * coef                                  (AMP unscale and clip; 1 without a prologue;
 //                                                  negated for maximize: prologue.h update_coef)

@@ -1,4 +1,5 @@
-// The shared prologue of every fused step (ALGORITHMS.md §1; python/fusedopt/reference/prologue.py):
+// The shared prologue of every fused step (docs/algorithms.md#prologue;
+// python/fusedopt/reference/prologue.py):
 //
 //   inv = 1 / grad_scale (fp64; 1 without AMP), cast to opmath for the element work
 //   sq  = sum over the grads of (g * inv)^2, each square in opmath

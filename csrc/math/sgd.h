@@ -1,5 +1,6 @@
 // The SGD family (IAN-SGD, NSGD, NSGDm, Clip-SGD; AdaGrad-Norm's pass): element updates in
-// opmath, in the operation order of python/fusedopt/reference/sgd_family.py (ALGORITHMS.md §5):
+// opmath, in the operation order of python/fusedopt/reference/sgd_family.py
+// (docs/algorithms.md#iansgd):
 //
 //   d = d * coef                    (d the grad: coef = stats[COEF] or 1, negated for maximize
 //                                    (prologue.h update_coef); d the momentum: coef = 1, the

@@ -3,11 +3,13 @@
 Every optimizer owns one float64 tensor of ``NUM_SLOTS`` elements on its device. The global
 per-step scalars live there so that no backend ever reads a value on the host inside ``step()``:
 the prologue (norm pass) writes the grad norm, the non-finite flag and the gradient coefficient;
-the update passes read them through a pointer and add their telemetry sums; the small scalar
-functions of :mod:`fusedopt.scalars` write the AdamL and SGD-family scalars.
+the update passes read them through a pointer and add their telemetry sums; the optimizers
+write the AdamL and SGD-family scalars, computed on the device with
+:mod:`fusedopt.reference.adaml` and :mod:`fusedopt.reference.sgd_family`.
 
 The same numbers are spelled in ``csrc/include/fusedopt/stats.h`` (``kSlot*``) and in
-``triton_kernels/_common.py``; ``tests/test_contract.py`` checks that they agree.
+``triton_kernels/_common.py``; ``tests/test_cpu_backend.py``, ``tests/test_triton_backend.py``
+and ``tests/test_cuda_build.py`` check that they agree.
 
 Note [prologue region]: a prologue writes five consecutive slots starting at its ``region``
 (``GRAD`` for the gradient prologue, ``AUX`` for IAN-SGD's independent-batch normalizer):
