@@ -12,7 +12,8 @@ the fp64 ``stats`` tensor named below (layout: :mod:`fusedopt._stats`).
 
 ``grad_prologue_(grads, stats, *, region, grad_scale, found_inf, max_norm, compute_norm)``
     The norm pass of docs/algorithms.md#prologue over ``grads`` (any mix of fp32/bf16/fp16/fp64,
-    in list order), writing the five slots of the prologue region ``region`` (Note [prologue region]).
+    in list order), writing the five slots of the prologue region ``region``
+    (Note [prologue region]).
     ``grad_scale``/``found_inf``: 0-d fp32 tensors or None. ``max_norm``: float or None.
     ``compute_norm=False``: no pass over memory, only ``coef = 1/grad_scale``, found_inf copied.
     The sum of squares is deterministic: fixed chunk partials combined in a fixed order.
