@@ -78,7 +78,7 @@ class FusedOptimizer(Optimizer):
             ``master_param``); the update runs on it and rounds into the param. A param
             written from outside (``load_state_dict`` of the model, ``p.clamp_()``) no longer
             equals its master rounded: the kernels then re-seed the master from the param
-            (docs/numerics.md, "Master weights").
+            (docs/numerics.md, "Kernel rules": master re-seed).
         telemetry: collect grad / update / param norms in the step (read ``last_stats``).
         maximize, foreach, fused, differentiable: torch.optim's flags. ``maximize`` ascends
             (the gradient is negated); ``foreach``/``fused`` are accepted (every fusedopt step
