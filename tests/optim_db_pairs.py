@@ -112,8 +112,9 @@ def sweep(pair: Pair, flags: str = "base") -> list[tuple[str, dict[str, Any]]]:
     (``_get_optim_inputs_including_global_cliquey_kwargs``) does, ``flags="base"`` sets the impl
     flags the torch class has to their explicit off values (``foreach=False,
     differentiable=False``, ``fused=False`` where torch has ``fused``) and ``flags="foreach"``
-    sets ``foreach=True`` instead; ``flags="none"`` leaves the kwargs as torch lists them.
-    ``differentiable=True`` and ``fused=True`` are tested apart."""
+    sets ``foreach=True`` instead, ``flags="fused"`` ``fused=True`` (only for the classes torch
+    has a fused kernel for); ``flags="none"`` leaves the kwargs as torch lists them.
+    ``differentiable=True`` is tested apart."""
     info = pair.info
     seen, out = set(), []
     for device in ("cpu", "cuda"):
@@ -126,10 +127,12 @@ def sweep(pair: Pair, flags: str = "base") -> list[tuple[str, dict[str, Any]]]:
                 pair.to_fused(copy.deepcopy(kw))
             except Unmapped:
                 continue
+            if flags == "fused" and "fused" not in info.supported_impls:
+                continue
             if flags != "none":
                 kw.update(foreach=flags == "foreach", differentiable=False)
                 if "fused" in info.supported_impls:
-                    kw["fused"] = False
+                    kw["fused"] = flags == "fused"
             out.append((_desc_id(oi.desc), kw))
     return out
 

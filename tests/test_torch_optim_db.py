@@ -10,9 +10,10 @@ tests/test_triton_backend.py does), and through the checks of torch's ``TestOpti
 that concern the optimizer object, written anew here:
 
 * numerics: every kwargs set of the sweep (the CPU entries and the CUDA-only ones: capturable,
-  tensor lr, tensor betas) with torch's impl flags at their explicit defaults, 5 steps, fp32
-  and fp64, against torch's for-loop implementation, params and every state; the same with
-  ``foreach=True`` (fp32, cpu backend). Bound, as tests/test_reference_vs_torch.py:
+  tensor lr, tensor betas), 5 steps, fp32 and fp64 (tensor hyperparameters in the param
+  dtype), against torch's for-loop implementation, params, every state and the step counts;
+  the same with torch's impl flags at their explicit defaults, with ``foreach=True`` and with
+  ``fused=True`` (fp32, cpu backend, 3 steps). Bound, as tests/test_reference_vs_torch.py:
   max |fusedopt - torch| / max |torch| per tensor <= 1e-6 (fp32) / 1e-12 (fp64);
 * errors: torch's exception type and a message matching torch's regex where fusedopt makes the
   same check; ``differentiable=True`` refused clearly; NaN / negative lr refused at construction;
@@ -25,8 +26,10 @@ that concern the optimizer object, written anew here:
   duplicate params (a warning, stepped once, deterministic), overlapping leaf params refused.
 
 Sweep entries left out (no fusedopt counterpart): RMSprop's ``centered``, ``momentum`` and
-``maximize, centered, weight_decay, w/ momentum``; ``fused=True`` (torch's own fused kernel: an
-implementation choice fusedopt has no second of) is not exercised.
+``maximize, centered, weight_decay, w/ momentum``. The triton subset (TRITON_SWEEP, TRITON_NAMES
+below): the sweep's default, maximize, lr_decay and tensor lr + tensor betas + amsgrad entries,
+the three strided layouts, and kept / replaced / cleared state for AdamW and Adagrad (one
+optimizer per kernel), fp32.
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ import pickle
 import re
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -57,7 +59,8 @@ NAMES = list(PAIRS)
 TRITON_OK, TRITON_WHY = triton_backend.availability()
 INTERPRETER = TRITON_OK and triton_backend.supports("cpu")
 needs_interpreter = pytest.mark.skipif(
-    not INTERPRETER, reason="runs in the TRITON_INTERPRET=1 child process (test_interpreter_subset)")
+    not INTERPRETER,
+    reason="runs in the TRITON_INTERPRET=1 child process (test_interpreter_subset)")
 
 
 #: the triton subset runs only in the TRITON_INTERPRET=1 child (test_interpreter_subset)
@@ -212,11 +215,22 @@ def test_sweep_with_explicit_impl_defaults(name, kw):
     _run_vs_torch(name, kw, torch.float32, "cpu", steps=3)
 
 
-@pytest.mark.parametrize("name,kw", _cases("foreach"))
-def test_sweep_foreach_true_matches_torch(name, kw):
-    """``foreach=True`` (torch's multi-tensor path; fusedopt is always multi-tensor) is accepted
-    and changes nothing."""
+@pytest.mark.parametrize("name,kw", _cases("foreach") + _cases("fused"))
+def test_sweep_foreach_or_fused_true_matches_torch(name, kw):
+    """``foreach=True`` or ``fused=True`` (torch's multi-tensor and fused paths; a fusedopt step
+    is always both) is accepted and changes nothing."""
     _run_vs_torch(name, kw, torch.float32, "cpu", steps=3)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "fused" in PAIRS[n].info.supported_impls])
+def test_fused_and_foreach_together_refused(name):
+    """torch's check (from its CUDA error inputs, device independent): RuntimeError
+    "`fused` and `foreach` cannot be `True` together"."""
+    msg = "`fused` and `foreach` cannot be `True` together"
+    for make in (lambda ps: PAIRS[name].torch_cls(ps, fused=True, foreach=True),
+                 lambda ps: PAIRS[name].make(ps, {"fused": True, "foreach": True})):
+        with pytest.raises(RuntimeError, match=msg):
+            make([Parameter(torch.randn(3))])
 
 
 def _subset(flags, descs):
@@ -336,8 +350,10 @@ def test_differentiable_true_refused(name):
     """fusedopt's step is not differentiable: ``differentiable=True`` raises a clear error
     naming the flag (never a silently non-differentiable step)."""
     with pytest.raises((ValueError, TypeError, NotImplementedError, RuntimeError),
-                       match="differentiable"):
+                       match="differentiable") as info:
         PAIRS[name].make([Parameter(torch.randn(3))], {"differentiable": True})
+    # refused because of its value, not because the keyword is unknown (False is accepted)
+    assert "unexpected keyword" not in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("lr", [float("nan"), -1e-3, "tensor_nan", "tensor_negative"])
@@ -363,7 +379,10 @@ def test_explicit_torch_defaults_accepted(name):
     if "fused" in PAIRS[name].info.supported_impls:
         explicit["fused"] = None
     runs = []
-    for kw in (explicit, {}, dict(explicit, foreach=False, **({"fused": False} if "fused" in explicit else {}))):
+    spelled_false = dict(explicit, foreach=False)
+    if "fused" in explicit:
+        spelled_false["fused"] = False
+    for kw in (explicit, {}, spelled_false):
         ps = _params()
         opt = PAIRS[name].make(ps, kw, backend="cpu")
         gen = torch.Generator().manual_seed(2)
@@ -701,7 +720,7 @@ def test_kept_and_reassigned_grads(name, backend):
     opt.step(), ref.step(), check("kept grads, one set to None")
 
 
-def _fresh_state(pair, p, gen, torch_keys):
+def _fresh_state(p, gen, torch_keys):
     """A replacement state for ``p`` in torch's key names (step 7, random moments)."""
     st = {"step": torch.tensor(7.0)}
     for tk in torch_keys:
@@ -721,7 +740,7 @@ def test_replaced_state_with_kept_grads(name, backend):
     _set_grads([fps, tps], _grads(tps, gen))
     opt.step(), ref.step()
     keys = pair.state_keys_for({})
-    new = _fresh_state(pair, tps[0], gen, list(keys.values()))
+    new = _fresh_state(tps[0], gen, list(keys.values()))
     ref.state[tps[0]] = {k: v.clone() for k, v in new.items()}
     opt.state[fps[0]] = {"step": new["step"].clone(),
                          **{fk: new[tk].clone() for fk, tk in keys.items()}}
@@ -756,7 +775,6 @@ def test_cleared_state_with_kept_grads(name, backend):
         assert float(sd[i]["step"]) == float(tsd[i]["step"]) == 1.0
         for fk, tk in keys.items():
             _assert_close(sd[i][fk], tsd[i][tk], torch.float32, f"state_dict {fk} of param {i}")
-            assert sd[i][fk] is not None
     qs = _twin(fps)
     opt2 = pair.make(qs, {}, backend=backend)
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
@@ -887,7 +905,9 @@ def test_param_groups_like_torch(name):
     pair = PAIRS[name]
     tps = _params()
     fps = _twin(tps)
-    mk = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05, "weight_decay": 0.1}]  # noqa: E731
+    def mk(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05, "weight_decay": 0.1}]
+
     ref = pair.make_torch(mk(tps), {"lr": 0.01})
     opt = pair.make(mk(fps), {"lr": 0.01}, backend="cpu")
     assert repr(opt)
