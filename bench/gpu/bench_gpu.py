@@ -206,9 +206,9 @@ def _roofline(case: Case) -> list[Contender]:
         case.mode)) * case.workload.numel
     n = max(2, min(step_bytes // 2, ROOFLINE_CAP_BYTES) // 4 // 2 * 2)
     buf = torch.ones(n, dtype=torch.float32, device=case.device)
-    src = torch.ones(n // 2, dtype=torch.float32, device=case.device)
+    src = torch.ones(n, dtype=torch.float32, device=case.device)
     dst = torch.empty_like(src)
-    moved = 2 * n * 4
+    moved = 2 * n * 4  # each: n elements read + n written
 
     def nothing() -> None:
         return None
@@ -310,7 +310,7 @@ def fit(w: workloads.Workload, names: list[str], mode: Mode, device: torch.devic
     """``w`` scaled down (same tensor count and shape ratios) to what fits."""
     if tiny:
         return workloads.scaled(w, TINY_PARAMS)
-    budget = fraction * workloads.available_memory(device) - 2 * ROOFLINE_CAP_BYTES
+    budget = fraction * workloads.available_memory(device) - 3 * ROOFLINE_CAP_BYTES  # 3 buffers
     return workloads.scaled(w, max(1, int(budget // bytes_per_param(names, mode))))
 
 

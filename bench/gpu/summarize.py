@@ -124,6 +124,11 @@ def _x(x) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+def _gbps(x) -> str:
+    """GB/s with 3 significant digits below 10 (tiny dry-run sizes), whole numbers above."""
+    return "- GB/s" if x is None else (f"{x:.0f} GB/s" if x >= 10 else f"{x:.3g} GB/s")
+
+
 def bench_lines(path: Path) -> tuple[str, list[str], list[str]]:
     """(headline, one line per case, one line per goal)."""
     if not path.exists():
@@ -142,14 +147,14 @@ def bench_lines(path: Path) -> tuple[str, list[str], list[str]]:
     lines = []
     for case in cases:
         rows = case["contenders"]
-        parts = [f"copy {case['copy_gbps']:.0f} GB/s" if case.get("copy_gbps") else "copy -"]
+        parts = [f"copy {_gbps(case.get('copy_gbps'))}"]
         for name, r in rows.items():
             if r["kind"] != "fusedopt":
                 continue
             if r.get("error"):
                 parts.append(f"{name} FAILED ({r['error']})")
                 continue
-            bits = [f"{r['gbps']:.0f} GB/s" if r.get("gbps") else "- GB/s",
+            bits = [_gbps(r.get("gbps")),
                     f"{_pct(r.get('pct_of_copy'))} of copy",
                     f"{_x(r.get('vs_torch.fused'))} torch.fused"]
             if r.get("eager_over_graph") is not None:
@@ -210,7 +215,7 @@ def summarize(out: Path, state: Path, dry_run: bool) -> list[str]:
         elif s["name"] == "sanitizer":
             runs, drivers = sanitizer_results(out / "sanitizer.log")
             if runs:
-                detail = "; ".join(runs)
+                detail = "; ".join(runs + [f"warm-up {d}" for d in drivers])
             elif drivers:
                 detail = "SKIP compute-sanitizer (no CUDA device); " + "; ".join(drivers)
             else:
