@@ -310,6 +310,9 @@ class FusedOptimizer(Optimizer):
             plan = self._rebuild_buckets(plan, grads)
         if plan is None:
             self._check_capture("params or state changed")
+            # the backends' tables are keyed by what they can check cheaply (addresses of
+            # params and grads, identity of states): after a full revalidation start afresh
+            self._caches.clear()
             plan = self._build_plan(params)
         self._last_plan = plan
         return plan
