@@ -9,21 +9,31 @@ and per-tensor scalars to a device workspace. Both are built once per tensor lis
 
 * a bucket's table lives in ``bucket.tables`` (the optimizer hands over the same Bucket while
   its tensors are unchanged) and in ``bucket.cache`` (kept across Bucket rebuilds, e.g. after
-  ``zero_grad(set_to_none=True)``, where new grads usually get the same addresses). A step
-  checks the params' ``data_ptr()`` signature (a param's storage can be swapped with
-  ``p.data = ...``), and on a new Bucket also the grads' and the identity of the state, step and
-  master tensors; a mismatch builds a new table. Steps with unchanged tensors do no host-to-device
+  ``zero_grad(set_to_none=True)``, where new grads usually get the same addresses). Every step
+  compares the params' and the grads' signatures (address, element count, dtype, contiguity of
+  each tensor: :func:`fusedopt._native.signature`), also on the same Bucket: a param's storage
+  can be swapped with ``p.data = ...`` and a grad's with ``p.grad.data = ...`` without the
+  tensor objects changing. On a new Bucket the identity of the state, step and master tensors
+  is compared too. A mismatch builds a new table (after
+  :func:`fusedopt._native.check_bucket`). Steps with unchanged tensors do no host-to-device
   copy, which is what CUDA-graph capture needs: building a table while the stream is capturing
   raises instead of recording a copy from host memory into the graph.
 * the norm pass's table of a grad list is kept per (optimizer stats buffer, region), until the
-  grads' signature changes or the optimizer is freed. The optimizer's cached plan passes the
-  same list object while its grads are the same objects: then nothing is checked (the entry
-  keeps that list, which the plan keeps alive anyway); any other list is checked by its
-  ``data_ptr()`` signature.
+  grads' signature changes or the optimizer is freed. It holds no grads.
+
+Note [table streams]: a table and its workspace are allocated on the stream current when they
+are built; a later step may run on another stream (a side stream, a different stream per
+micro-batch). Each entry remembers the streams it has been used on, and the first use on a new
+one calls ``record_stream`` on its tensors, so that torch's caching allocator does not hand
+their memory to another tensor while kernels queued there may still read it.
 
 The memory a captured graph reads (tables, workspaces) stays alive as long as its entry: a
 graph must be re-captured after anything that rebuilds the tables (new params, a loaded
 state_dict), as it must after any change of the tensors it was captured with.
+
+A CPU tensor lr with CUDA params is read on the host at every call (host memory: no device
+sync) and passed by value, as the Triton backend does; inside a captured CUDA graph that value
+is frozen at capture, so a schedule that must run inside a graph keeps its lr on the device.
 """
 from __future__ import annotations
 
@@ -38,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._native import DTYPE_CODES, STATE_SLOTS
+from ._native import DTYPE_CODES, STATE_SLOTS, check_bucket, signature
 from .backends.bucket import Bucket
 
 _MODULE = "fusedopt._C_cuda"
@@ -59,9 +69,29 @@ def native() -> ModuleType:
     return _module
 
 
+def current_stream(device: torch.device):
+    """torch's current stream on ``device`` (kernels run there)."""
+    return torch.cuda.current_stream(device)
+
+
 def stream_handle(device: torch.device) -> int:
-    """The raw ``cudaStream_t`` of torch's current stream on ``device`` (kernels run there)."""
-    return torch.cuda.current_stream(device).cuda_stream
+    """The raw ``cudaStream_t`` of torch's current stream on ``device``."""
+    return current_stream(device).cuda_stream
+
+
+def _record_stream(t: Tensor, stream) -> None:
+    t.record_stream(stream)
+
+
+def _use_on_current_stream(entry, device: torch.device) -> None:
+    """Note [table streams]: the first use of ``entry``'s memory on a stream other than the one
+    it was allocated on tells the caching allocator about it."""
+    stream = current_stream(device)
+    handle = stream.cuda_stream
+    if handle not in entry.streams:
+        entry.streams.add(handle)
+        for t in (entry.table, entry.workspace):
+            _record_stream(t, stream)
 
 
 def device_index(device: torch.device) -> int:
@@ -103,9 +133,11 @@ class _Entry:
     handle: Any  # _C_cuda.Table: the raw pointers the launches take
     table: Tensor
     workspace: Tensor
-    param_ptrs: tuple[int, ...]
-    grad_ptrs: tuple[int, ...]
+    param_sig: tuple
+    grad_sig: tuple
+    dtypes: tuple
     owned: list[list[Tensor]]
+    streams: set[int]  # Note [table streams]: the streams used on (the allocating one first)
 
 
 def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
@@ -124,12 +156,13 @@ def _default_state_dtype(param_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if param_dtype == torch.float64 else torch.float32
 
 
-def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None, param_ptrs, grad_ptrs
-           ) -> _Entry:
+def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None, param_sig, grad_sig,
+           dtypes) -> _Entry:
     C = native()
+    check_bucket(b, slots, "cuda")
     rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
-    rows[C.ROWS["param"]] = list(param_ptrs)
-    rows[C.ROWS["grad"]] = list(grad_ptrs)
+    rows[C.ROWS["param"]] = list(param_sig[0])
+    rows[C.ROWS["grad"]] = list(grad_sig[0])
     if b.masters is not None:
         rows[C.ROWS["master"]] = [_data_ptr(m) for m in b.masters]
     for s, key in enumerate(slots):
@@ -146,7 +179,8 @@ def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None, param_ptrs
     handle = C.Table(table.data_ptr(), len(numel), n_chunks, size, partials, scalars,
                      DTYPE_CODES[b.param_dtype], DTYPE_CODES[b.grad_dtype],
                      DTYPE_CODES[state_dtype], b.masters is not None, device_index(device))
-    return _Entry(handle, table, ws, param_ptrs, grad_ptrs, _owned(b, slots))
+    return _Entry(handle, table, ws, param_sig, grad_sig, dtypes, _owned(b, slots),
+                  {stream_handle(device)})
 
 
 def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
@@ -154,19 +188,21 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`fusedopt._native.STATE_SLOTS`), built once per tensor signature (Note [device
     tables]). ``chunk_size`` (a multiple of 4) overrides the default for tests."""
     key = ("cuda", kind, chunk_size)
-    param_ptrs = tuple(map(_data_ptr, b.params))
+    param_sig = signature(b.params)
+    grad_sig = signature(b.grads)
+    dtypes = (b.state_dtype, b.masters is not None)
     entry = b.tables.get(key)
-    if entry is not None and entry.param_ptrs == param_ptrs:
-        return entry.handle
-    slots = STATE_SLOTS[kind]
-    grad_ptrs = tuple(map(_data_ptr, b.grads))
-    entry = b.cache.get(key)
-    if (entry is None or entry.param_ptrs != param_ptrs or entry.grad_ptrs != grad_ptrs
-            or not _same_objects(entry.owned, _owned(b, slots))):
-        _check_not_capturing("tensors of a bucket")
-        entry = _build(b, slots, chunk_size, param_ptrs, grad_ptrs)
-        b.cache[key] = entry
-    b.tables[key] = entry
+    if (entry is None or entry.param_sig != param_sig or entry.grad_sig != grad_sig
+            or entry.dtypes != dtypes):
+        slots = STATE_SLOTS[kind]
+        entry = b.cache.get(key)
+        if (entry is None or entry.param_sig != param_sig or entry.grad_sig != grad_sig
+                or entry.dtypes != dtypes or not _same_objects(entry.owned, _owned(b, slots))):
+            _check_not_capturing("tensors of a bucket")
+            entry = _build(b, slots, chunk_size, param_sig, grad_sig, dtypes)
+            b.cache[key] = entry
+        b.tables[key] = entry
+    _use_on_current_stream(entry, b.device)
     return entry.handle
 
 
@@ -175,9 +211,9 @@ class _GradEntry:
     handle: Any
     table: Tensor
     workspace: Tensor
-    ptrs: tuple[int, ...]
+    sig: tuple  # the grads' signature (fusedopt._native.signature); the grads are not held
     opmath64: bool
-    grads: list[Tensor] | None = None  # the list object last seen (the optimizer's plan)
+    streams: set[int]  # Note [table streams]
 
 
 #: the norm pass's grad tables, per (id of an optimizer's stats buffer, region); an entry is
@@ -185,22 +221,27 @@ class _GradEntry:
 _GRAD_TABLES: dict[tuple[int, int], _GradEntry] = {}
 
 
-def _build_grads(grads: list[Tensor], ptrs: tuple[int, ...], device: torch.device,
+def _build_grads(grads: list[Tensor], sig: tuple, device: torch.device,
                  chunk_size: int | None) -> _GradEntry:
     C = native()
+    ptrs, numel, dtypes, contiguous = sig
+    for i, (dtype, ok) in enumerate(zip(dtypes, contiguous)):
+        if dtype not in DTYPE_CODES or not ok:
+            raise ValueError(f"fusedopt cuda backend: grad {i} of the norm pass is {dtype}, "
+                             f"strides {tuple(grads[i].stride())}; the kernel reads contiguous "
+                             "fp32/bf16/fp16/fp64 grads")
     rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
     rows[C.ROWS["grad"]] = list(ptrs)
-    rows[C.ROWS["dtype"]] = [DTYPE_CODES[g.dtype] for g in grads]
-    numel = [g.numel() for g in grads]
+    rows[C.ROWS["dtype"]] = [DTYPE_CODES[d] for d in dtypes]
     size = C.CHUNK_SIZE if chunk_size is None else chunk_size
-    table = _upload(C.table_bytes(numel, rows, size), device)
-    n_chunks = C.num_chunks(numel, size)
+    table = _upload(C.table_bytes(list(numel), rows, size), device)
+    n_chunks = C.num_chunks(list(numel), size)
     ws, partials, scalars = _workspace(n_chunks, len(numel), device)
     dtype = DTYPE_CODES[torch.float32]
     handle = C.Table(table.data_ptr(), len(numel), n_chunks, size, partials, scalars, dtype,
                      dtype, dtype, False, device_index(device))
-    opmath64 = any(g.dtype == torch.float64 for g in grads)
-    return _GradEntry(handle, table, ws, ptrs, opmath64)
+    opmath64 = torch.float64 in dtypes
+    return _GradEntry(handle, table, ws, sig, opmath64, {stream_handle(device)})
 
 
 def grad_table(grads: list[Tensor], stats: Tensor, region: int,
@@ -209,18 +250,13 @@ def grad_table(grads: list[Tensor], stats: Tensor, region: int,
     of ``stats`` (Note [device tables])."""
     key = (id(stats), region)
     entry = _GRAD_TABLES.get(key)
-    if entry is not None and grads is entry.grads:
-        # the optimizer's cached plan hands the same list while its grads are the same objects
-        return entry.handle, entry.opmath64
-    ptrs = tuple(map(_data_ptr, grads))
-    if entry is not None and entry.ptrs == ptrs:
-        entry.grads = grads
-        return entry.handle, entry.opmath64
-    _check_not_capturing("grads of the norm pass")
-    if entry is None:
-        weakref.finalize(stats, _GRAD_TABLES.pop, key, None)
-    entry = _GRAD_TABLES[key] = _build_grads(grads, ptrs, stats.device, chunk_size)
-    entry.grads = grads
+    sig = signature(grads)
+    if entry is None or entry.sig != sig:
+        _check_not_capturing("grads of the norm pass")
+        if entry is None:
+            weakref.finalize(stats, _GRAD_TABLES.pop, key, None)
+        entry = _GRAD_TABLES[key] = _build_grads(grads, sig, stats.device, chunk_size)
+    _use_on_current_stream(entry, stats.device)
     return entry.handle, entry.opmath64
 
 
@@ -231,13 +267,16 @@ def empty_table(device: torch.device) -> Any:
     """A table over no tensors: the norm pass without a norm (only its finish kernel runs)."""
     index = device_index(device)
     if index not in _EMPTY:
-        _EMPTY[index] = _build_grads([], (), device, None)
+        _check_not_capturing("empty table")
+        _EMPTY[index] = _build_grads([], signature([]), device, None)
+    _use_on_current_stream(_EMPTY[index], device)
     return _EMPTY[index].handle
 
 
 def lr_args(lr: float | Tensor) -> tuple[float, int, int]:
     """(value, device pointer, dtype code) of a float or one-element fp32/fp64 tensor lr. A CPU
-    tensor lr (allowed with CUDA params) is read here: host memory, no device sync."""
+    tensor lr (allowed with CUDA params) is read here at every call, as the Triton backend
+    does: host memory, no device sync (Note [device tables])."""
     if isinstance(lr, Tensor):
         if lr.device.type == "cpu":
             return float(lr), 0, 0

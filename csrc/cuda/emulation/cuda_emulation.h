@@ -12,6 +12,13 @@
 // memory; the arithmetic is the host's IEEE arithmetic without contraction (-ffp-contract=off),
 // pow is glibc's.
 //
+// What a GPU would fault on or leave undefined fails loudly here (std::logic_error out of the
+// launch, a RuntimeError in Python): a streaming (vector) load or store at an address that is
+// not a multiple of its size, a warp shuffle whose mask names a lane that has exited (or does
+// not exist), a launch outside a DeviceGuard or sized for another device than the guard's.
+// Every launch is logged with its device and stream (launch_log, fiber_scheduler.h), so tests
+// can check that kernels run on the table's device and on the stream they were given.
+//
 // What it cannot show: anything about nvcc's code generation, the real concurrency of blocks
 // and of threads between barriers, or timing. tests/test_cuda_emulation.py uses it.
 #pragma once
@@ -20,6 +27,7 @@
 #error "cuda_emulation.h is for the host-compiled emulation build only"
 #endif
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -55,10 +63,16 @@ struct alignas(16) uint4 {
 
 // ---- intrinsics ---------------------------------------------------------------------------------
 namespace fusedopt::cuda::emulation {
-/// Wait until every live thread of the block (warp_only: of this thread's warp) is here.
+/// Wait until every live thread of the block is here (__syncthreads).
 void barrier(bool warp_only);
+/// Wait at a warp shuffle until the lanes of `mask` are here; a lane of `mask` that has exited
+/// or does not exist is an error (undefined behaviour on a GPU).
+void shuffle_barrier(unsigned mask);
 /// This thread's slot of its warp's exchange buffer (8 bytes a lane).
 void* exchange_slot(unsigned lane);
+/// Throws std::logic_error unless p is a multiple of `bytes` (a GPU faults on a misaligned
+/// vector access: "misaligned address").
+void check_aligned(const void* p, size_t bytes, const char* what);
 }  // namespace fusedopt::cuda::emulation
 
 inline void __syncthreads() { ::fusedopt::cuda::emulation::barrier(false); }
@@ -66,26 +80,29 @@ inline void __syncthreads() { ::fusedopt::cuda::emulation::barrier(false); }
 /// __shfl_down_sync over the full warp: lane i gets lane i + offset's value (its own when
 /// i + offset is past the warp), all lanes exchanging at once.
 template <class T>
-inline T __shfl_down_sync(unsigned /*mask*/, T value, unsigned offset) {
+inline T __shfl_down_sync(unsigned mask, T value, unsigned offset) {
   namespace emu = ::fusedopt::cuda::emulation;
   static_assert(sizeof(T) <= 8, "the exchange buffer holds 8 bytes a lane");
   const unsigned lane = threadIdx.x % 32;
   std::memcpy(emu::exchange_slot(lane), &value, sizeof(T));
-  emu::barrier(true);
+  emu::shuffle_barrier(mask);
   T out = value;
   if (lane + offset < 32) {
     std::memcpy(&out, emu::exchange_slot(lane + offset), sizeof(T));
   }
-  emu::barrier(true);  // nobody overwrites a slot before every lane has read
+  emu::shuffle_barrier(mask);  // nobody overwrites a slot before every lane has read
   return out;
 }
 
-/// Streaming loads and stores (Note [streaming access]): plain accesses here.
+/// Streaming loads and stores (Note [streaming access]): one access of sizeof(T) bytes, which
+/// a GPU faults on unless the address is a multiple of sizeof(T) (16 for a uint4 vector).
 template <class T>
 inline T __ldcs(const T* p) {
+  ::fusedopt::cuda::emulation::check_aligned(p, sizeof(T), "__ldcs (vector load)");
   return *p;
 }
 template <class T>
 inline void __stcs(T* p, T value) {
+  ::fusedopt::cuda::emulation::check_aligned(p, sizeof(T), "__stcs (vector store)");
   *p = value;
 }
