@@ -1,7 +1,8 @@
 """Loads the CUDA kernels ``fusedopt._C_cuda`` on first use and keeps their device tables.
 
 Importing this module loads nothing: ``import fusedopt`` works on machines without CUDA
-(docs/architecture.md#build); the compiled module is imported by :func:`native`, the first time a kernel runs.
+(docs/architecture.md#build); the compiled module is imported by :func:`native`, the first
+time a kernel runs.
 
 Note [device tables]: every launch reads one int64 table in device memory (pointers, sizes and
 the chunk list of a tensor list; layout in csrc/cuda/device_table.h) and writes per-chunk sums
