@@ -122,6 +122,7 @@ def _edit(name, opt, params, rng):
 
 def run_case(case, backend):
     """("ok", params) or ("error", exception type name); every step's exceptions are caught."""
+    torch.manual_seed(case["seed"])  # the edits draw from the global generator: same draws
     dtype = DTYPES[case["dtype"]]
     params = _params(case, dtype)
     listed = list(params)
