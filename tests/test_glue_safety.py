@@ -297,8 +297,12 @@ def test_gpu_tables_used_on_a_side_stream(backend, monkeypatch):
         params = [torch.nn.Parameter(torch.randn(n, generator=gen).cuda()) for n in (1000, 70000)]
         opt = fusedopt.AdamW(params, lr=1e-2, max_grad_norm=1.0, backend=backend)
         for i in range(3):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=gen).cuda()
+            for p in params:  # the same grad tensors every step: the tables are reused
+                g = torch.randn(p.shape, generator=gen).cuda()
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.copy_(g)
             stream = torch.cuda.Stream() if side and i > 0 else torch.cuda.current_stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
