@@ -944,3 +944,139 @@ def test_interpreter_subset():
     tail = "\n".join((res.stdout + res.stderr).splitlines()[-60:])
     assert res.returncode == 0, f"TRITON_INTERPRET=1 run of {__file__} failed:\n{tail}"
     assert " passed" in res.stdout and " skipped" not in res.stdout, tail
+
+
+# ------------------------------------------------------------------------------ more of torch's checks
+@pytest.mark.parametrize("name,kw", _cases("none"))
+def test_tensor_lr_matches_float_lr(name, kw):
+    """torch's test_tensor_lr: every sweep entry with ``lr=torch.tensor(1e-3)`` steps as with
+    ``lr=1e-3`` (torch's float-lr run is the reference)."""
+    pair = PAIRS[name]
+    kw = {k: v for k, v in kw.items() if k != "lr"}
+    tps = _params()
+    fps = _twin(tps)
+    ref = pair.make_torch(tps, dict(kw, lr=1e-3))
+    opt = pair.make(fps, dict(kw, lr=torch.tensor(1e-3)), backend="cpu")
+    gen = torch.Generator().manual_seed(19)
+    for t in range(3):
+        _set_grads([fps, tps], _grads(tps, gen))
+        opt.step(), ref.step()
+        _compare(pair, kw, opt, ref, fps, tps, torch.float32, f"step {t + 1}:")
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
+@pytest.mark.parametrize("name,backend", _name_backend())
+def test_schedulers_like_torch(name, backend, tensor_lr):
+    """The schedulers of torch's OptimizerInfo (``scheduler_inputs``: StepLR, ReduceLROnPlateau,
+    and the others torch lists) on two param groups, 20 closure steps of torch's
+    test_param_group_with_lrscheduler_goes_right_direction: the same lrs (a tensor lr is
+    written in place by the scheduler) and params as torch, and the loss goes down."""
+    pair = PAIRS[name]
+    for k, constructors in enumerate(pair.info.scheduler_inputs):
+        runs = {}
+        for impl in ("torch", "fused"):
+            torch.manual_seed(20)
+            w, b = Parameter(torch.randn(10, 5)), Parameter(torch.randn(10))
+            x = torch.randn(5)
+            lr = torch.tensor(0.01) if tensor_lr else 0.01
+            groups = [{"params": [w]}, {"params": [b], "lr": lr}]
+            opt = (pair.make_torch(groups, {}) if impl == "torch"
+                   else pair.make(groups, {}, backend=backend))
+            scheds = [c(opt) for c in constructors]
+
+            def closure():
+                opt.zero_grad()
+                loss = (w.mv(x) + b).pow(2).sum()
+                loss.backward()
+                return loss
+
+            initial = float(closure())
+            lrs = []
+            for _ in range(20):
+                loss = opt.step(closure)
+                for s in scheds:
+                    if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        s.step(loss)
+                    else:
+                        s.step()
+                lrs.append([float(g["lr"]) for g in opt.param_groups])
+            assert float(closure()) < initial, (impl, k)
+            runs[impl] = (lrs, w.detach().clone(), b.detach().clone())
+        assert runs["fused"][0] == runs["torch"][0], f"scheduler set {k}: lrs differ"
+        _assert_close(runs["fused"][1], runs["torch"][1], torch.float32, f"set {k} weight")
+        _assert_close(runs["fused"][2], runs["torch"][2], torch.float32, f"set {k} bias")
+
+
+def _mutations(name):
+    """Hyperparameter writes into param_groups between steps, as torch reads them each step."""
+    common = [("lr", 0.02), ("weight_decay", 0.2), ("maximize", True), ("eps", 1e-3)]
+    if name in ("Adam", "AdamW"):
+        return common + [("betas", (0.8, 0.95))]
+    if name == "RMSprop":  # torch's alpha is fusedopt's betas[1]
+        return common + [("alpha", 0.9)]
+    return common + [("lr_decay", 0.1)]
+
+
+@pytest.mark.parametrize("name,backend", _name_backend(triton=True))
+def test_group_hyperparameters_changed_between_steps(name, backend):
+    """Writing ``group[key] = value`` between steps (lr, weight_decay, maximize, eps, betas /
+    alpha / lr_decay) takes effect at the next step, as in torch, with kept grads (the cached
+    plan must not keep the old values)."""
+    pair = PAIRS[name]
+    tps = _params()
+    fps = _twin(tps)
+    ref, opt = pair.make_torch(tps, {}), pair.make(fps, {}, backend=backend)
+    gen = torch.Generator().manual_seed(21)
+    _set_grads([fps, tps], _grads(tps, gen))
+    opt.step(), ref.step()
+    for key, value in _mutations(name):
+        ref.param_groups[0][key] = value
+        if name == "RMSprop" and key == "alpha":
+            opt.param_groups[0]["betas"] = (0.0, value)
+        else:
+            opt.param_groups[0][key] = value
+        _fill_grads([fps, tps], _grads(tps, gen))
+        opt.step(), ref.step()
+        _compare(pair, {}, opt, ref, fps, tps, torch.float32, f"after setting {key}={value}:")
+
+
+@pytest.mark.parametrize("name,backend", _name_backend(triton=True))
+def test_add_param_group_after_steps(name, backend):
+    """``add_param_group`` after some steps (kept grads): the new group's params are stepped
+    with their own lr from then on, as in torch."""
+    pair = PAIRS[name]
+    tps = _params()
+    fps = _twin(tps)
+    ref, opt = pair.make_torch(tps[:2], {}), pair.make(fps[:2], {}, backend=backend)
+    gen = torch.Generator().manual_seed(22)
+    _set_grads([fps, tps], _grads(tps, gen))
+    for _ in range(2):
+        opt.step(), ref.step()
+        _fill_grads([fps, tps], _grads(tps, gen))
+    ref.add_param_group({"params": [tps[2]], "lr": 0.05})
+    opt.add_param_group({"params": [fps[2]], "lr": 0.05})
+    for _ in range(2):
+        opt.step(), ref.step()
+        _compare(pair, {}, opt, ref, fps, tps, torch.float32, "after add_param_group:")
+        _fill_grads([fps, tps], _grads(tps, gen))
+
+
+@pytest.mark.parametrize("name,backend", _name_backend())
+def test_mixed_dtypes_and_empty_params(name, backend):
+    """One optimizer over fp32 and fp64 params and empty (0-element) ones, as torch's
+    test_mixed_device_dtype and its empty-grad cases: each param as torch's for-loop."""
+    pair = PAIRS[name]
+    gen = torch.Generator().manual_seed(23)
+    init = [torch.randn(6, 4, generator=gen), torch.randn(7, generator=gen, dtype=torch.float64),
+            torch.randn(0, 3), torch.randn(3, 3, generator=gen, dtype=torch.float64),
+            torch.empty(0, dtype=torch.float64)]
+    tps = [Parameter(t.clone()) for t in init]
+    fps = [Parameter(t.clone()) for t in init]
+    ref, opt = pair.make_torch(tps, {}), pair.make(fps, {}, backend=backend)
+    for t in range(3):
+        _set_grads([fps, tps], _grads(tps, gen))
+        opt.step(), ref.step()
+        for i, (a, b) in enumerate(zip(fps, tps)):
+            dt = torch.float64 if b.dtype == torch.float64 else torch.float32
+            _assert_close(a, b, dt, f"step {t + 1}: param {i} ({b.dtype})")
+            assert a.dtype == b.dtype
