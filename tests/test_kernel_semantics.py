@@ -510,6 +510,41 @@ def test_triton_host_read_lr(monkeypatch, algo):
     assert sb[S.LR_INVALID] == 0.0
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_custom_ops_carry_maximize(backend):
+    """The torch.library ops (what a torch.compile'd step calls) take ``maximize`` (schema,
+    fake impl and mutations checked by opcheck) and give the eager call's bits."""
+    if backend == "cpu" and not CPU_OK:
+        pytest.skip(CPU_WHY)
+    k = Kernels(load(backend))
+    a, b = make_bucket("adamw", torch.float32), make_bucket("adamw", torch.float32)
+    set_grads(a, torch.Generator().manual_seed(1))
+    set_grads(b, torch.Generator().manual_seed(1))
+    sa, sb = new_stats(), new_stats()
+    hp = ADAM_HP["adamw"]
+    args = lambda x, s: (x.params, x.grads, x.states["exp_avg"], x.states["exp_avg_sq"], [],  # noqa: E731
+                         [], x.steps, s, LR, None, hp.beta1, hp.beta2, hp.eps, hp.weight_decay,
+                         hp.variant, hp.decay, hp.bias_correction, False, False, True, backend)
+    torch.library.opcheck(torch.ops.fusedopt.adam_step_.default,
+                          args(clone_bucket(a), new_stats()), {"maximize": True})
+    torch.ops.fusedopt.adam_step_(*args(a, sa), maximize=True)
+    step(k, "adamw", b, sb, maximize=True, telemetry=True)
+    assert_bitwise(a, b, f"{backend} op vs eager")
+    assert torch.equal(sa, sb)
+    n = make_bucket("nsgdm", torch.float32)
+    torch.library.opcheck(torch.ops.fusedopt.momentum_step_.default,
+                          (n.params, n.grads, n.states["momentum_buffer"], n.steps, new_stats(),
+                           RHO, False, backend), {"maximize": True})
+    torch.library.opcheck(torch.ops.fusedopt.sgd_step_.default,
+                          (n.params, n.grads, [], [], n.steps, new_stats(), "grad", False, True,
+                           backend), {"maximize": True})
+    ad = make_bucket("adagrad", torch.float32)
+    torch.library.opcheck(torch.ops.fusedopt.adagrad_step_.default,
+                          (ad.params, ad.grads, ad.states["sum"], [], ad.steps, new_stats(), LR,
+                           torch.tensor(LR), 1e-3, 1e-10, 0.0, False, True, backend),
+                          {"maximize": True})
+
+
 def test_lr_invalid_slot_agrees_everywhere():
     """The slot has one number in Python, the Triton constants and the C++ header."""
     from fusedopt.triton_kernels import _common

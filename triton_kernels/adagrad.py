@@ -70,7 +70,8 @@ def _adagrad_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, 
                     lr_ptr, lr: tl.float64, lr_decay: tl.float64, eps: tl.float64,
                     weight_decay: tl.float64, PARAM: tl.constexpr, GRAD: tl.constexpr,
                     STATE: tl.constexpr, OP: tl.constexpr, USE_PROLOGUE: tl.constexpr,
-                    MAXIMIZE: tl.constexpr, USE_COEF: tl.constexpr, HAS_WD: tl.constexpr, HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr,
+                    MAXIMIZE: tl.constexpr, USE_COEF: tl.constexpr, HAS_WD: tl.constexpr,
+                    HAS_MASTER: tl.constexpr, LR_FROM_PTR: tl.constexpr,
                     TELEMETRY: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
                     BLOCK: tl.constexpr):
     """One chunk of one tensor: its fp64 ``clr``, then its blocks (Note [pointer tables])."""
@@ -140,7 +141,8 @@ def adagrad_step_(b, stats: torch.Tensor, *, lr, lr_decay: float, eps: float,
         PARAM=C.torch_to_triton_dtype(b.param_dtype), GRAD=C.torch_to_triton_dtype(b.grad_dtype),
         STATE=C.torch_to_triton_dtype(b.states["sum"][0].dtype),
         OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), USE_PROLOGUE=use_prologue,
-        MAXIMIZE=maximize, USE_COEF=use_prologue or maximize, HAS_WD=weight_decay != 0.0, HAS_MASTER=b.masters is not None, LR_FROM_PTR=lr_from_ptr,
+        MAXIMIZE=maximize, USE_COEF=use_prologue or maximize, HAS_WD=weight_decay != 0.0,
+        HAS_MASTER=b.masters is not None, LR_FROM_PTR=lr_from_ptr,
         TELEMETRY=telemetry, ALIGNED=tables.aligned, CHUNK=tables.chunk)
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:

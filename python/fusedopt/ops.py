@@ -79,7 +79,7 @@ def adam_step_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor]
                steps: list[Tensor], stats: Tensor, lr: float, lr_tensor: Optional[Tensor],
                beta1: float, beta2: float, eps: float, weight_decay: float, variant: str,
                decay: str, bias_correction: bool, use_prologue: bool, use_abc: bool,
-               telemetry: bool, maximize: bool, backend: str) -> None:
+               telemetry: bool, backend: str, maximize: bool = False) -> None:
     """Adam-family update of one bucket (empty lists for absent states / masters)."""
     b = _bucket("adam", backend, params, grads, steps,
                 {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs,
@@ -93,7 +93,7 @@ def adam_step_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor]
 @adam_step_.register_fake
 def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, steps, stats, lr,
       lr_tensor, beta1, beta2, eps, weight_decay, variant, decay, bias_correction, use_prologue,
-      use_abc, telemetry, maximize, backend):
+      use_abc, telemetry, backend, maximize=False):
     return None
 
 
@@ -103,7 +103,8 @@ def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, steps, sta
 def adagrad_step_(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
                   masters: list[Tensor], steps: list[Tensor], stats: Tensor, lr: float,
                   lr_tensor: Optional[Tensor], lr_decay: float, eps: float, weight_decay: float,
-                  use_prologue: bool, telemetry: bool, maximize: bool, backend: str) -> None:
+                  use_prologue: bool, telemetry: bool, backend: str,
+                  maximize: bool = False) -> None:
     """Coordinate-wise Adagrad update of one bucket."""
     b = _bucket("adagrad", backend, params, grads, steps, {"sum": sums}, masters)
     backends.load(backend).adagrad_step_(b, stats, lr=_lr(lr, lr_tensor), lr_decay=lr_decay,
@@ -114,7 +115,7 @@ def adagrad_step_(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
 
 @adagrad_step_.register_fake
 def _(params, grads, sums, masters, steps, stats, lr, lr_tensor, lr_decay, eps, weight_decay,
-      use_prologue, telemetry, maximize, backend):
+      use_prologue, telemetry, backend, maximize=False):
     return None
 
 
@@ -123,7 +124,7 @@ def _(params, grads, sums, masters, steps, stats, lr, lr_tensor, lr_decay, eps, 
                          mutates_args=("params", "masters", "steps", "stats"))
 def sgd_step_(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor],
               masters: list[Tensor], steps: list[Tensor], stats: Tensor, direction: str,
-              use_prologue: bool, telemetry: bool, maximize: bool, backend: str) -> None:
+              use_prologue: bool, telemetry: bool, backend: str, maximize: bool = False) -> None:
     """``p <- p - stats[SCALE] * d`` over one bucket (d: grad or momentum)."""
     b = _bucket("sgd", backend, params, grads, steps, {"momentum_buffer": momentum_buffers},
                 masters)
@@ -133,7 +134,7 @@ def sgd_step_(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[
 
 @sgd_step_.register_fake
 def _(params, grads, momentum_buffers, masters, steps, stats, direction, use_prologue, telemetry,
-      maximize, backend):
+      backend, maximize=False):
     return None
 
 
@@ -141,7 +142,7 @@ def _(params, grads, momentum_buffers, masters, steps, stats, direction, use_pro
 @torch.library.custom_op("fusedopt::momentum_step_", mutates_args=("momentum_buffers", "stats"))
 def momentum_step_(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor],
                    steps: list[Tensor], stats: Tensor, rho: float, use_prologue: bool,
-                   maximize: bool, backend: str) -> None:
+                   backend: str, maximize: bool = False) -> None:
     """NSGDm's momentum pass over one bucket, adding ``sum(m^2)`` to ``stats[MOMENTUM_SQ]``."""
     b = _bucket("momentum", backend, params, grads, steps, {"momentum_buffer": momentum_buffers},
                 None)
@@ -150,7 +151,7 @@ def momentum_step_(params: list[Tensor], grads: list[Tensor], momentum_buffers: 
 
 
 @momentum_step_.register_fake
-def _(params, grads, momentum_buffers, steps, stats, rho, use_prologue, maximize, backend):
+def _(params, grads, momentum_buffers, steps, stats, rho, use_prologue, backend, maximize=False):
     return None
 
 
@@ -189,7 +190,7 @@ class Kernels:
                 b.params, b.grads, s.get("exp_avg", []), s["exp_avg_sq"],
                 s.get("max_exp_avg_sq", []), b.masters or [], b.steps, stats, lr_f, lr_t,
                 hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.variant, hp.decay,
-                hp.bias_correction, use_prologue, use_abc, telemetry, maximize, self.name)
+                hp.bias_correction, use_prologue, use_abc, telemetry, self.name, maximize)
         else:
             self.backend.adam_step_(b, stats, lr=lr, hp=hp, use_prologue=use_prologue,
                                     use_abc=use_abc, telemetry=telemetry, maximize=maximize)
@@ -200,7 +201,7 @@ class Kernels:
             lr_f, lr_t = _split_lr(lr)
             torch.ops.fusedopt.adagrad_step_(
                 b.params, b.grads, b.states["sum"], b.masters or [], b.steps, stats, lr_f, lr_t,
-                lr_decay, eps, weight_decay, use_prologue, telemetry, maximize, self.name)
+                lr_decay, eps, weight_decay, use_prologue, telemetry, self.name, maximize)
         else:
             self.backend.adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
                                        weight_decay=weight_decay, use_prologue=use_prologue,
@@ -211,7 +212,7 @@ class Kernels:
         if torch.compiler.is_compiling():
             torch.ops.fusedopt.sgd_step_(
                 b.params, b.grads, b.states.get("momentum_buffer", []), b.masters or [], b.steps,
-                stats, direction, use_prologue, telemetry, maximize, self.name)
+                stats, direction, use_prologue, telemetry, self.name, maximize)
         else:
             self.backend.sgd_step_(b, stats, direction=direction, use_prologue=use_prologue,
                                    telemetry=telemetry, maximize=maximize)
@@ -221,7 +222,7 @@ class Kernels:
         if torch.compiler.is_compiling():
             torch.ops.fusedopt.momentum_step_(
                 b.params, b.grads, b.states["momentum_buffer"], b.steps, stats, rho,
-                use_prologue, maximize, self.name)
+                use_prologue, self.name, maximize)
         else:
             self.backend.momentum_step_(b, stats, rho=rho, use_prologue=use_prologue,
                                         maximize=maximize)
