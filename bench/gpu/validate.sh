@@ -26,6 +26,7 @@
 #   BOX_BENCH=50        5  bench/gpu/bench_gpu.py (its cases stop starting 8 s before the box)
 #   BOX_SUMMARY=5       6  bench/gpu/summarize.py -> summary.txt
 # total = 15 + 20 + 190 + 140 + 20 + 2*30 + 2*20 + 50 + 5 = 540
+# (--dry-run multiplies the boxes by 4: a shared CPU doing the CPU stand-ins is not the lease.)
 set -uo pipefail
 
 BOX_ENV=15
@@ -242,7 +243,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --steps) STEPS="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$SELF"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$SELF"; exit 0 ;;
     *) echo "validate.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
