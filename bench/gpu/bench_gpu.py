@@ -626,7 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench_gpu: no CUDA device (use --dry-run on a CPU)", file=sys.stderr)
         return 2
-    cases = parse_cases(args.cases)
+    try:
+        cases = parse_cases(args.cases)
+    except ValueError as exc:
+        ap.error(str(exc))
     meta = metadata.collect(device)
     meta.update(repeats=args.repeats, warmup=args.warmup, dry_run=args.dry_run or args.tiny,
                 profile_steps=args.profile_steps, mem_fraction=args.mem_fraction,
@@ -646,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # record it and go on with the next case
             print(f"bench_gpu: case {wname} {mname} FAILED: {_failure(exc)}", flush=True)
             result["not_run"].append(f"{wname}:{mname} ({_failure(exc)})")
+            del exc  # its traceback holds the case's tensors
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # an out-of-memory case must not starve the next
             continue
         result["cases"].append(case)
         write(result, args.out)
