@@ -23,14 +23,15 @@ from . import backends
 from .backends import Bucket
 from .reference.adam_family import AdamHyper
 
-#: Note [traced caches]: the backend caches and tables of the traced path, one (cache, tables)
-#: pair per bucket, keyed by (op, backend, the params' data_ptrs): a compiled step passes the
-#: same params every call, so a bucket's tables are built once (the backends' own checks of
-#: every tensor's signature decide whether they still hold; grads, whose addresses change from
-#: step to step, are not in the key). Bounded: at most _TRACED_MAX entries, least recently used
-#: dropped first; and an entry is dropped when its first param is freed, so the states, steps
-#: and masters its tables hold die with the model.
-_TRACED: OrderedDict[tuple, tuple[dict, dict, weakref.finalize]] = OrderedDict()
+#: Note [traced caches]: the backend caches of the traced path (``Bucket.cache``), one per
+#: bucket, keyed by (op, backend, the params' data_ptrs): a compiled step passes the same params
+#: every call, so a bucket's tables are built once; the backends check every tensor's signature
+#: against what a cached table was built for (grads, whose addresses change from step to step,
+#: are not in the key). ``Bucket.tables`` is fresh on every call: it is trusted without checks
+#: on the same Bucket, and nothing here knows that the tensors are unchanged. Bounded: at most
+#: _TRACED_MAX entries, least recently used dropped first; and an entry is dropped when its
+#: first param is freed, so the states, steps and masters its tables hold die with the model.
+_TRACED: OrderedDict[tuple, tuple[dict, weakref.finalize]] = OrderedDict()
 _TRACED_MAX = 64
 
 
@@ -40,13 +41,12 @@ def _bucket(op, backend, params, grads, steps, states, masters) -> Bucket:
     entry = _TRACED.get(key)
     if entry is None:
         while len(_TRACED) >= _TRACED_MAX:
-            _TRACED.popitem(last=False)[1][2].detach()
-        entry = _TRACED[key] = ({}, {}, weakref.finalize(params[0], _TRACED.pop, key, None))
+            _TRACED.popitem(last=False)[1][1].detach()
+        entry = _TRACED[key] = ({}, weakref.finalize(params[0], _TRACED.pop, key, None))
     else:
         _TRACED.move_to_end(key)
-    cache, tables, _ = entry
     return Bucket(list(params), list(grads), list(steps), states,
-                  list(masters) if masters else None, cache, tables)
+                  list(masters) if masters else None, entry[0], {})
 
 
 def _lr(lr: float, lr_tensor: Optional[Tensor]):
