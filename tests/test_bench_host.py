@@ -47,9 +47,11 @@ def test_host_mode_has_every_row(tmp_path, capsys, restore_threads):
     for r in rows:
         assert len(r["samples_us"]) == 2 and all(s > 0 for s in r["samples_us"]), r
         assert r["min_us"] == min(r["samples_us"])
+        assert 0 < r["best_step_us"] <= r["min_us"], r
         assert math.isfinite(r["ratio_to_torch_fused"]), r
+        assert math.isfinite(r["best_ratio_to_torch_fused"]), r
         if r["contender"] == host.TORCH_FUSED:
-            assert r["ratio_to_torch_fused"] == 1.0
+            assert r["ratio_to_torch_fused"] == r["best_ratio_to_torch_fused"] == 1.0
     assert data["meta"]["threads"] == 1 and data["meta"]["repeats"] == 2
     assert "load_avg_start" in data["meta"] and "load_avg_end" in data["meta"]
 

@@ -27,7 +27,8 @@ outside the timed region, as backward allocates them before ``step()``. Each con
 ``--steps`` steps per round and ``--repeats`` rounds, interleaved (round r of every contender
 before round r+1 of any), after ``--warmup`` steps; a row reports the min and the median
 over rounds of the mean µs per step, and its ratio (min over min) to ``torch.fused`` in the
-same workload and scenario.
+same workload and scenario; the fastest single step and its ratio are printed too (on a busy
+machine the least disturbed measure).
 
 ``--fsdp`` adds the FSDP2 variant (optional; 2 processes, gloo, ``fully_shard``): fusedopt
 on the DTensor params vs the same optimizer on plain copies of this rank's local shards vs
@@ -46,6 +47,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import math
 import os
 import statistics
 import sys
@@ -188,9 +190,10 @@ class Runner:
             for p, g in zip(params, grads):
                 p.grad = g.clone()
 
-    def round(self, steps: int) -> float:
-        """Mean µs of ``steps`` timed steps (grads re-assigned untimed before each)."""
-        total = 0
+    def round(self, steps: int) -> tuple[float, float]:
+        """Mean and fastest µs of ``steps`` timed steps (grads re-assigned untimed before each).
+        """
+        total, best = 0, None
         params, grads, step, clock = self.params, self.grads, self.step, time.perf_counter_ns
         for _ in range(steps):
             if self.fresh:
@@ -198,8 +201,10 @@ class Runner:
                     p.grad = g.clone()
             t0 = clock()
             step()
-            total += clock() - t0
-        return total / steps / 1e3
+            dt = clock() - t0
+            total += dt
+            best = dt if best is None or dt < best else best
+        return total / steps / 1e3, best / 1e3
 
 
 @dataclass
@@ -210,8 +215,14 @@ class Row:
     scenario: str
     contender: str
     what: str
-    samples_us: list[float] = field(default_factory=list)
+    samples_us: list[float] = field(default_factory=list)   # each round's mean µs per step
+    best_step_us: float = math.inf                          # the fastest single step
     ratio_to_torch_fused: float | None = None
+    best_ratio_to_torch_fused: float | None = None
+
+    def add(self, mean_us: float, best_us: float) -> None:
+        self.samples_us.append(mean_us)
+        self.best_step_us = min(self.best_step_us, best_us)
 
     @property
     def min_us(self) -> float:
@@ -248,16 +259,18 @@ def run(wls: list[workloads.Workload], scenarios: tuple[Scenario, ...], builders
                 rows.append(Row(w.name, w.tensors, w.numel, sc.name, name, what))
     for _ in range(repeats):
         for row, runner in zip(rows, runners):
-            row.samples_us.append(runner.round(steps))
+            row.add(*runner.round(steps))
     _ratios(rows)
     return rows
 
 
 def _ratios(rows: list[Row]) -> None:
-    ref = {(r.workload, r.scenario): r.min_us for r in rows if r.contender == TORCH_FUSED}
+    ref = {(r.workload, r.scenario): r for r in rows if r.contender == TORCH_FUSED}
     for r in rows:
         base = ref.get((r.workload, r.scenario))
-        r.ratio_to_torch_fused = r.min_us / base if base else None
+        if base is not None:
+            r.ratio_to_torch_fused = r.min_us / base.min_us
+            r.best_ratio_to_torch_fused = r.best_step_us / base.best_step_us
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +327,7 @@ def _fsdp_worker(rank: int, port: int, cfg: dict, out_file: str) -> None:
             runner.round(cfg["warmup"])
             runners.append(runner)
             whats.append(what)
-        samples = [[] for _ in runners]
+        samples = [[] for _ in runners]   # (mean, best) per round
         for _ in range(cfg["repeats"]):
             for s, runner in zip(samples, runners):
                 dist.barrier()
@@ -343,12 +356,16 @@ def run_fsdp(max_params: int, backend: str, steps: int, repeats: int, warmup: in
         out_file = os.path.join(tmp, "fsdp.json")
         mp.spawn(_fsdp_worker, args=(port, cfg, out_file), nprocs=FSDP_WORLD, join=True)
         res = json.loads(Path(out_file).read_text())
-    rows = [Row(f"fsdp2x{FSDP_WORLD} {res['workload']}", res["tensors"], res["params"],
-                "fsdp reassigned+clip", name, what, samples)
-            for name, what, samples in zip(FSDP_CONTENDERS, res["whats"], res["samples"])]
-    base = rows[-1].min_us
+    rows = []
+    for name, what, samples in zip(FSDP_CONTENDERS, res["whats"], res["samples"]):
+        rows.append(Row(f"fsdp2x{FSDP_WORLD} {res['workload']}", res["tensors"], res["params"],
+                        "fsdp reassigned+clip", name, what))
+        for mean_us, best_us in samples:
+            rows[-1].add(mean_us, best_us)
+    base = rows[-1]
     for r in rows:
-        r.ratio_to_torch_fused = r.min_us / base
+        r.ratio_to_torch_fused = r.min_us / base.min_us
+        r.best_ratio_to_torch_fused = r.best_step_us / base.best_step_us
     return rows
 
 
@@ -357,13 +374,20 @@ def run_fsdp(max_params: int, backend: str, steps: int, repeats: int, warmup: in
 
 
 def table(rows: list[Row]) -> list[str]:
-    """A markdown table: one line per row (µs per step, ratio of mins to torch fused)."""
-    out = ["| workload | scenario | contender | min µs/step | median µs/step | x torch fused |",
-           "|---|---|---|---:|---:|---:|"]
+    """A markdown table: one line per row. µs per step: min and median over rounds of the
+    round's mean, and the fastest single step; ratios to torch fused of the mins and of the
+    fastest steps (on a busy machine the fastest step is the one least disturbed)."""
+    out = ["| workload | scenario | contender | min µs/step | median µs/step | best step µs "
+           "| x torch fused (min) | x torch fused (best step) |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+
+    def fmt(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
     for r in rows:
-        ratio = "" if r.ratio_to_torch_fused is None else f"{r.ratio_to_torch_fused:.3f}"
         out.append(f"| {r.workload} ({r.tensors} tensors) | {r.scenario} | {r.contender} | "
-                   f"{r.min_us:,.1f} | {r.median_us:,.1f} | {ratio} |")
+                   f"{r.min_us:,.1f} | {r.median_us:,.1f} | {r.best_step_us:,.1f} | "
+                   f"{fmt(r.ratio_to_torch_fused)} | {fmt(r.best_ratio_to_torch_fused)} |")
     return out
 
 
