@@ -59,12 +59,14 @@ def test_grad_list_cache_keyed_by_dtype():
 
 @needs_cpu_core
 def test_grad_list_cache_keyed_by_layout():
-    """A grad viewed with other strides at the same address and numel is not read as the
-    contiguous one: it is refused (the kernel reads contiguous elements)."""
+    """A grad viewed with other strides at the same address and numel gets its own entry: a
+    dense one (transposed) has the same sum of squares; one with gaps is refused (the kernel
+    reads numel elements in memory order)."""
     g = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     assert _norm([g]) == pytest.approx(_true_norm([g]), rel=1e-12)
-    with pytest.raises(ValueError, match="contiguous"):
-        _norm([g.t()])
+    assert _norm([g.t()]) == pytest.approx(_true_norm([g]), rel=1e-12)
+    with pytest.raises(ValueError, match="dense"):
+        _norm([g[:, ::2]])
 
 
 @needs_cpu_core

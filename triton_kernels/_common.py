@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from fusedopt.backends.bucket import is_dense, same_layout
+
 # ---------------------------------------------------------------- stats slots (fusedopt._stats)
 # The same numbers as python/fusedopt/_stats.py and csrc/include/fusedopt/stats.h.
 GRAD = 0
@@ -125,14 +127,14 @@ def opmath(dtype: torch.dtype) -> torch.dtype:
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
 _dtype = operator.attrgetter("dtype")
-_is_contiguous = Tensor.is_contiguous
+_stride = Tensor.stride
 
 
 def signature(tensors) -> tuple:
     """(addresses, element counts, dtypes, contiguity) of ``tensors``: what a kernel that reads
     ``numel`` contiguous elements at each address depends on (Note [table cache])."""
     return (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)),
-            tuple(map(_dtype, tensors)), tuple(map(_is_contiguous, tensors)))
+            tuple(map(_dtype, tensors)), tuple(map(_stride, tensors)))
 
 
 def _current_stream(device: torch.device):
@@ -254,11 +256,13 @@ def _check_rows(rows: dict[int, list[Tensor]]) -> None:
                              f"row {min(rows)} {len(first)}")
         for i, (t, f) in enumerate(zip(ts, first)):
             size_ok = t.numel() == 1 if r == ROW_STEP else t.numel() == f.numel()
-            if not size_ok or t.dtype != ts[0].dtype or not t.is_contiguous():
+            layout_ok = r == ROW_STEP or (is_dense(f) and same_layout(t, f))
+            if not size_ok or t.dtype != ts[0].dtype or not layout_ok:
                 raise ValueError(
                     f"fusedopt triton backend: tensor {i} of table row {r} is {t.dtype}, "
                     f"{t.numel()} elements, strides {tuple(t.stride())}; the kernel needs "
-                    f"{ts[0].dtype}, {1 if r == ROW_STEP else f.numel()} elements, contiguous")
+                    f"{ts[0].dtype}, {1 if r == ROW_STEP else f.numel()} elements, the dense "
+                    f"strides {tuple(f.stride())}")
 
 
 def _all_aligned(ptrs: Tensor) -> bool:
@@ -291,6 +295,12 @@ def bucket_tables(b, chunk: int) -> Tables:
     One set of tables serves every kernel of the bucket (update, momentum, finish); they live in
     ``b.cache``, which the optimizer keeps across steps (Note [table cache]).
     """
+    tables = b.tables.get(("triton", chunk))
+    if tables is not None:
+        # the same Bucket object: the optimizer hands it over only while none of its tensors
+        # changed (Note [step plan] compares every address and element count each step)
+        tables.use_on_current_stream()
+        return tables
     param_sig = signature(b.params)
     grad_sig = signature(b.grads)
     held = list(b.steps) + (b.masters or []) + [t for ts in b.states.values() for t in ts]
@@ -308,6 +318,7 @@ def bucket_tables(b, chunk: int) -> Tables:
             rows[STATE_ROWS[name]] = tensors
         tables = b.cache["triton"] = build_tables(rows, chunk)
         tables.key_sig, tables.grad_sig, tables.held = param_sig, grad_sig, held
+    b.tables[("triton", chunk)] = tables
     tables.use_on_current_stream()
     return tables
 

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .backends.bucket import Bucket
+from .backends.bucket import Bucket, is_dense, same_layout
 
 try:
     from . import _C  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ STATE_SLOTS = {
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
 _dtype = operator.attrgetter("dtype")
-_is_contiguous = Tensor.is_contiguous
+_stride = Tensor.stride
 
 
 def native():
@@ -106,9 +106,9 @@ def num_threads() -> int:
 
 def signature(tensors: Sequence[Tensor]) -> tuple:
     """What a kernel reads of each tensor, given only a pointer and an element count: the
-    addresses, element counts, dtypes and contiguity (Note [table cache])."""
+    addresses, element counts, dtypes and strides (Note [table cache])."""
     return (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)),
-            tuple(map(_dtype, tensors)), tuple(map(_is_contiguous, tensors)))
+            tuple(map(_dtype, tensors)), tuple(map(_stride, tensors)))
 
 
 def _default_state_dtype(param_dtype: torch.dtype) -> torch.dtype:
@@ -133,9 +133,10 @@ def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
 
 def check_bucket(b: Bucket, slots: tuple[str, ...], backend: str) -> None:
     """Everything a kernel will touch through a table of ``b``, checked before it is built: a
-    kernel reads ``numel`` contiguous elements of one dtype per stream at each address, so every
-    grad, state and master must have its param's element count, the bucket's dtype of its
-    stream, and be contiguous (the optimizer validates this first; a table never trusts it)."""
+    kernel reads ``numel`` elements of one dtype per stream at each address, in memory order, so
+    every param must be dense and every grad, state and master must have its param's element
+    count and strides and the bucket's dtype of its stream (Bucket's layout rule; the optimizer
+    validates this first, a table never trusts it)."""
     n = len(b.params)
     numel = [p.numel() for p in b.params]
     state_dtype = b.state_dtype
@@ -148,11 +149,14 @@ def check_bucket(b: Bucket, slots: tuple[str, ...], backend: str) -> None:
             raise ValueError(f"fusedopt {backend} backend: {len(tensors)} {name} tensors for "
                              f"{n} params")
         for i, t in enumerate(tensors):
-            if t.numel() != numel[i] or t.dtype != dtype or not t.is_contiguous():
+            p = b.params[i]
+            if (t.numel() != numel[i] or t.dtype != dtype or not is_dense(p)
+                    or not same_layout(t, p)):
                 raise ValueError(
                     f"fusedopt {backend} backend: the {name} tensor of param {i} of a bucket "
                     f"is {t.dtype}, {t.numel()} elements, strides {tuple(t.stride())}; the "
-                    f"kernel needs {dtype}, {numel[i]} elements, contiguous")
+                    f"kernel needs {dtype}, {numel[i]} elements, the dense strides of its "
+                    f"param {tuple(p.stride())}")
     if len(b.steps) != n or any(s.numel() != 1 or s.dtype != torch.float32 for s in b.steps):
         raise ValueError(f"fusedopt {backend} backend: every param needs a one-element fp32 "
                          "step count")
@@ -177,6 +181,11 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`STATE_SLOTS`), rebuilt only when its signature changes (Note [table cache])."""
     slots = STATE_SLOTS[kind]
     key = ("cpu", kind, chunk_size)
+    entry = b.tables.get(key)
+    if entry is not None:
+        # the same Bucket object: the optimizer hands it over only while none of its tensors
+        # changed (Note [step plan] compares every address and element count each step)
+        return entry.table
     param_sig = signature(b.params)
     grad_sig = signature(b.grads)
     dtypes = (b.state_dtype, b.masters is not None)
@@ -187,10 +196,12 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
         if entry.grad_sig[0] != grad_sig[0]:
             entry.table.set_grads(list(grad_sig[0]))
             entry.grad_sig = grad_sig
+        b.tables[key] = entry
         return entry.table
     entry = _TableEntry(_build(b, slots, chunk_size), param_sig, grad_sig, dtypes,
                         _owned(b, slots))
     b.cache[key] = entry
+    b.tables[key] = entry
     return entry.table
 
 
@@ -210,11 +221,11 @@ def grad_list(grads: list[Tensor], chunk_size: int | None = None):
     found = _GRAD_LISTS.get(key)
     if found is not None:
         return found
-    ptrs, numel, dtypes, contiguous = sig
-    for i, (dtype, ok) in enumerate(zip(dtypes, contiguous)):
-        if dtype not in DTYPE_CODES or not ok:
+    ptrs, numel, dtypes, _ = sig
+    for i, dtype in enumerate(dtypes):
+        if dtype not in DTYPE_CODES or not is_dense(grads[i]):
             raise ValueError(f"fusedopt cpu backend: grad {i} of the norm pass is {dtype}, "
-                             f"strides {tuple(grads[i].stride())}; the kernel reads contiguous "
+                             f"strides {tuple(grads[i].stride())}; the kernel reads dense "
                              "fp32/bf16/fp16/fp64 grads")
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
     found = native().GradList(list(numel), list(ptrs), [DTYPE_CODES[d] for d in dtypes],

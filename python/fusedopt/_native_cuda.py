@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from ._native import DTYPE_CODES, STATE_SLOTS, check_bucket, signature
-from .backends.bucket import Bucket
+from .backends.bucket import Bucket, is_dense
 
 _MODULE = "fusedopt._C_cuda"
 _module: ModuleType | None = None
@@ -189,12 +189,13 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`fusedopt._native.STATE_SLOTS`), built once per tensor signature (Note [device
     tables]). ``chunk_size`` (a multiple of 4) overrides the default for tests."""
     key = ("cuda", kind, chunk_size)
-    param_sig = signature(b.params)
-    grad_sig = signature(b.grads)
-    dtypes = (b.state_dtype, b.masters is not None)
     entry = b.tables.get(key)
-    if (entry is None or entry.param_sig != param_sig or entry.grad_sig != grad_sig
-            or entry.dtypes != dtypes):
+    if entry is None:
+        # a new Bucket: the optimizer hands over the same one only while none of its tensors
+        # changed (Note [step plan] compares every address and element count each step)
+        param_sig = signature(b.params)
+        grad_sig = signature(b.grads)
+        dtypes = (b.state_dtype, b.masters is not None)
         slots = STATE_SLOTS[kind]
         entry = b.cache.get(key)
         if (entry is None or entry.param_sig != param_sig or entry.grad_sig != grad_sig
@@ -225,11 +226,11 @@ _GRAD_TABLES: dict[tuple[int, int], _GradEntry] = {}
 def _build_grads(grads: list[Tensor], sig: tuple, device: torch.device,
                  chunk_size: int | None) -> _GradEntry:
     C = native()
-    ptrs, numel, dtypes, contiguous = sig
-    for i, (dtype, ok) in enumerate(zip(dtypes, contiguous)):
-        if dtype not in DTYPE_CODES or not ok:
+    ptrs, numel, dtypes, _ = sig
+    for i, dtype in enumerate(dtypes):
+        if dtype not in DTYPE_CODES or not is_dense(grads[i]):
             raise ValueError(f"fusedopt cuda backend: grad {i} of the norm pass is {dtype}, "
-                             f"strides {tuple(grads[i].stride())}; the kernel reads contiguous "
+                             f"strides {tuple(grads[i].stride())}; the kernel reads dense "
                              "fp32/bf16/fp16/fp64 grads")
     rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
     rows[C.ROWS["grad"]] = list(ptrs)

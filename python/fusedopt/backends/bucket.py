@@ -22,6 +22,10 @@ class Bucket:
     ``tables`` when one did (a new grad after ``zero_grad(set_to_none=True)``, a loaded state).
     ``cache``: kept for the same (param group, dtypes) across such rebuilds, for things worth
     reusing when the tensors change (device buffers, workspaces).
+
+    Layout: every param is dense (Note [kernel layout] in fusedopt.optim._layout: any stride
+    order, no gaps, no overlap) and its grad, states and master have the param's strides, so
+    element i of every stream is element i of the same flat run of ``numel`` elements.
     """
 
     params: list[Tensor]
@@ -52,3 +56,23 @@ class Bucket:
 
     def __len__(self) -> int:
         return len(self.params)
+
+
+def is_dense(t: Tensor) -> bool:
+    """Non-overlapping and dense: the elements fill ``numel`` consecutive slots in some order
+    (contiguous, transposed, channels_last...). What a kernel reading ``numel`` elements from
+    ``data_ptr()`` needs of a tensor."""
+    if t.is_contiguous() or t.numel() <= 1:
+        return True
+    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    expected = 1
+    for st, sz in dims:
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
+def same_layout(t: Tensor, like: Tensor) -> bool:
+    """``t`` and the dense ``like`` pair their elements in memory order (same strides)."""
+    return t.numel() <= 1 or tuple(t.stride()) == tuple(like.stride())

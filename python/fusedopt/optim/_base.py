@@ -36,7 +36,7 @@ from . import _distributed as D
 from . import _layout as L
 from . import _validation as V
 from ._plan import ParamInfo, Plan, grad_ref, pick
-from ._state import StateDict, StateVersion, as_state_dict
+from ._state import ParamState, StateDict, StateVersion, as_state_dict
 
 _GRAD = operator.attrgetter("grad")
 _data_ptr = Tensor.data_ptr
@@ -656,6 +656,15 @@ class FusedOptimizer(Optimizer):
         return self._stats[S.LR_INVALID].float()
 
     # ------------------------------------------------------------------ state_dict
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state_dict (hooks included), each param's state a plain dict holding
+        the live tensors — not this optimizer's versioned ParamState (Note [state version]),
+        so that ``torch.load(..., weights_only=True)`` reads a saved checkpoint."""
+        sd = super().state_dict()
+        sd["state"] = {k: dict(v) if isinstance(v, ParamState) else v
+                       for k, v in sd["state"].items()}
+        return sd
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict saved by this class or by the torch.optim equivalent.
 

@@ -20,18 +20,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..backends.bucket import is_dense
 
-def is_dense(t: Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill ``numel`` consecutive slots in some order."""
-    if t.is_contiguous() or t.numel() <= 1:
-        return True
-    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
-            return False
-        expected *= sz
-    return True
+__all__ = ["is_dense", "self_overlaps", "byte_span", "first_overlap"]
 
 
 def self_overlaps(t: Tensor) -> bool:

@@ -9,7 +9,9 @@ state is a :class:`StateDict` whose per-param entries are :class:`ParamState` di
 mutating method of either bumps one shared :class:`StateVersion`; the plan records the version
 it was built at. Plain dicts assigned into the state are converted on the way in (the same
 keys and tensors), so later edits of them are seen too. Both pickle and deep-copy as
-themselves (one shared version object per optimizer, as the memo keeps it).
+themselves (one shared version object per optimizer, as the memo keeps it); ``state_dict()``
+hands out plain dicts (FusedOptimizer.state_dict), so a checkpoint loads with
+``torch.load(weights_only=True)``.
 
 What the version cannot see: an in-place ``.data`` swap of a state tensor (the dict is not
 touched). The plan also compares the data pointers of every state tensor it hands a kernel
