@@ -152,20 +152,22 @@ def new_stats(scale: float = LR) -> torch.Tensor:
 
 def step(k: Kernels, algo: str, b: Bucket, stats: torch.Tensor, *, lr=LR, maximize=False,
          use_prologue=False, telemetry=False) -> None:
-    """One update call of ``algo`` (NSGDm: its momentum pass, then the step along it)."""
+    """One update call of ``algo`` (NSGDm: its momentum pass, then the step along it).
+    ``maximize`` is passed only when set: the default must be False."""
+    kw = {"maximize": True} if maximize else {}
     if algo in ADAM_HP:
         k.adam_step_(b, stats, lr=lr, hp=ADAM_HP[algo], use_prologue=use_prologue,
-                     use_abc=False, telemetry=telemetry, maximize=maximize)
+                     use_abc=False, telemetry=telemetry, **kw)
     elif algo == "adagrad":
         k.adagrad_step_(b, stats, lr=lr, **ADAGRAD, use_prologue=use_prologue,
-                        telemetry=telemetry, maximize=maximize)
+                        telemetry=telemetry, **kw)
     elif algo == "sgd":
         k.sgd_step_(b, stats, direction="grad", use_prologue=use_prologue, telemetry=telemetry,
-                    maximize=maximize)
+                    **kw)
     else:
-        k.momentum_step_(b, stats, rho=RHO, use_prologue=use_prologue, maximize=maximize)
+        k.momentum_step_(b, stats, rho=RHO, use_prologue=use_prologue, **kw)
         k.sgd_step_(b, stats, direction="momentum", use_prologue=use_prologue,
-                    telemetry=telemetry, maximize=maximize)
+                    telemetry=telemetry, **kw)
 
 
 def set_grads(b: Bucket, gen: torch.Generator, sign: float = 1.0) -> list[torch.Tensor]:
