@@ -61,7 +61,8 @@ Common rules of the update functions:
   the update pass (one more 16-bit read per element, no host sync); a skipped call writes
   nothing, the master included.
 * ``telemetry``: add ``sum((p_new - p_old)^2)``, ``sum(p_new^2)`` (opmath values, on the master
-  when there is one) and ``sum((coef g)^2)`` to ``UPDATE_SQ``, ``PARAM_SQ``, ``STEP_GRAD_SQ``.
+  when there is one; ``p_old`` is the value the update started from, a re-seeded master
+  included) and ``sum((coef g)^2)`` to ``UPDATE_SQ``, ``PARAM_SQ``, ``STEP_GRAD_SQ``.
 """
 from __future__ import annotations
 
