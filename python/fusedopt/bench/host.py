@@ -468,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     builders, notes = contenders()
     meta = metadata.collect(torch.device("cpu"))
-    meta.update(command=" ".join(["python -m fusedopt.bench.host"]
-                                 + (sys.argv[1:] if argv is None else list(argv))),
+    # run as a copied script (an older fusedopt on sys.path) the module has no spec
+    prog = "python -m fusedopt.bench.host" if __spec__ is not None else f"python {sys.argv[0]}"
+    meta.update(command=" ".join([prog] + (sys.argv[1:] if argv is None else list(argv))),
                 fusedopt_path=str(Path(fusedopt.__file__).parent), steps=args.steps,
                 repeats=args.repeats, warmup=args.warmup, notes=notes)
     wls = host_workloads(args.max_params, args.many)
