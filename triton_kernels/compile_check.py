@@ -68,9 +68,9 @@ def variants() -> list[Variant]:
     f32, bf16, f64 = tl.float32, tl.bfloat16, tl.float64
     base = dict(CHUNK=C.GPU_CHUNK, BLOCK=C.GPU_REDUCE[0])
     adam_off = dict(DECAY=C.DECAY_DECOUPLED, BIAS_CORRECTION=True, USE_PROLOGUE=False,
-                    USE_ABC=False, HAS_MASTER=False, LR_FROM_PTR=False, TELEMETRY=False,
+                    MAXIMIZE=False, USE_COEF=False, USE_ABC=False, HAS_MASTER=False, LR_FROM_PTR=False, TELEMETRY=False,
                     ALIGNED=True, **base)
-    adam_on = dict(adam_off, USE_PROLOGUE=True, USE_ABC=True, HAS_MASTER=True, LR_FROM_PTR=True,
+    adam_on = dict(adam_off, USE_PROLOGUE=True, MAXIMIZE=True, USE_COEF=True, USE_ABC=True, HAS_MASTER=True, LR_FROM_PTR=True,
                    TELEMETRY=True, DECAY=C.DECAY_COUPLED)
     fp32 = dict(PARAM=f32, GRAD=f32, STATE=f32, OP=f32)
     out = [Variant(f"adam[{v},fp32]", adam._adam_kernel,
@@ -84,17 +84,24 @@ def variants() -> list[Variant]:
         Variant("adam[amsgrad,fp64]", adam._adam_kernel,
                 dict(adam_off, PARAM=f64, GRAD=f64, STATE=f64, OP=f64, VARIANT=1)),
         Variant("adagrad[fp32,all modes]", adagrad._adagrad_kernel,
-                dict(fp32, USE_PROLOGUE=True, HAS_WD=True, HAS_MASTER=False, LR_FROM_PTR=True,
-                     TELEMETRY=True, ALIGNED=True, **base), expect_vector_loads=True),
+                dict(fp32, USE_PROLOGUE=True, MAXIMIZE=True, USE_COEF=True, HAS_WD=True,
+                     HAS_MASTER=False, LR_FROM_PTR=True, TELEMETRY=True, ALIGNED=True, **base),
+                expect_vector_loads=True),
+        Variant("adagrad[bf16 master,all modes]", adagrad._adagrad_kernel,
+                dict(PARAM=bf16, GRAD=bf16, STATE=f32, OP=f32, USE_PROLOGUE=True,
+                     MAXIMIZE=True, USE_COEF=True, HAS_WD=True, HAS_MASTER=True,
+                     LR_FROM_PTR=True, TELEMETRY=True, ALIGNED=True, **base)),
         Variant("sgd[grad,fp32]", sgd._sgd_kernel,
-                dict(fp32, MOMENTUM=False, USE_PROLOGUE=True, HAS_MASTER=False,
-                     TELEMETRY=False, ALIGNED=True, **base), expect_vector_loads=True),
+                dict(fp32, MOMENTUM=False, USE_PROLOGUE=True, MAXIMIZE=False, USE_COEF=True,
+                     HAS_MASTER=False, TELEMETRY=False, ALIGNED=True, **base),
+                expect_vector_loads=True),
         Variant("sgd[momentum,bf16 master,telemetry]", sgd._sgd_kernel,
                 dict(PARAM=bf16, GRAD=bf16, STATE=f32, OP=f32, MOMENTUM=True,
-                     USE_PROLOGUE=True, HAS_MASTER=True, TELEMETRY=True, ALIGNED=True,
-                     **base)),
+                     USE_PROLOGUE=True, MAXIMIZE=True, USE_COEF=True, HAS_MASTER=True,
+                     TELEMETRY=True, ALIGNED=True, **base)),
         Variant("momentum[fp32]", sgd._momentum_kernel,
-                dict(GRAD=f32, STATE=f32, OP=f32, USE_PROLOGUE=True, ALIGNED=True, **base),
+                dict(GRAD=f32, STATE=f32, OP=f32, USE_PROLOGUE=True, MAXIMIZE=True,
+                     USE_COEF=True, ALIGNED=True, **base),
                 expect_vector_loads=True),
         Variant("norm partials[fp32,scale]", norm._norm_partials_kernel,
                 dict(GRAD=f32, OP=f32, HAS_SCALE=True, ALIGNED=True, **base),
@@ -105,7 +112,8 @@ def variants() -> list[Variant]:
                 dict(COMPUTE_NORM=True, HAS_SCALE=True, HAS_FOUND_INF=True, HAS_CLIP=True,
                      BLOCK=C.FINISH_BLOCK)),
         Variant("finish", finish._finish_kernel,
-                dict(USE_PROLOGUE=True, ADVANCE_STEPS=True, N_SUMS=3, BLOCK=C.FINISH_BLOCK)),
+                dict(USE_PROLOGUE=True, ADVANCE_STEPS=True, N_SUMS=3, LR_FROM_PTR=True,
+                     BLOCK=C.FINISH_BLOCK)),
     ]
     for block, warps in C.GPU_TUNE:  # the autotuned configs of the element-wise updates
         out += [Variant(f"adam[adam,{name}] BLOCK={block} warps={warps}", adam._adam_kernel,
