@@ -245,9 +245,11 @@ class CMakeBuild(build_ext):
             return
         self._say(f"{stage}: building ({jobs} jobs)")
         t0 = time.monotonic()
+        # CCACHE_BASEDIR: paths under the checkout become relative in what ccache hashes, so
+        # another clone (CI's, a helper's) reuses the objects this one compiled.
+        env = {"CCACHE_BASEDIR": str(ROOT), **os.environ}
         subprocess.run([self._found["cmake"] or "cmake", "--build", ".", "--target", target,
-                        "-j", jobs],
-                       cwd=build_dir, check=True)
+                        "-j", jobs], cwd=build_dir, check=True, env=env)
         self._stage(stage, time.monotonic() - t0, "built")
 
     def run(self) -> None:
