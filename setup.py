@@ -108,6 +108,7 @@ def build_key(env: dict[str, str], found: dict[str, str | None], pybind11_versio
                  if found["nvcc"] else ""),
     }
     key.update({name: env.get(name, "") for name in OPTIONS})
+    key["FUSEDOPT_CUDA"] = key["FUSEDOPT_CUDA"] or "auto"  # unset is auto
     return key
 
 

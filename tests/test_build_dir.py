@@ -52,6 +52,8 @@ def test_key_ignores_tool_paths_but_not_versions_or_options(setup_py):
     other_env = {**FOUND, "cmake": "/tmp/pip-build-env-b/overlay/bin/cmake",
                  "ninja": "/tmp/pip-build-env-b/overlay/bin/ninja"}
     assert build_dir_for(key(env, other_env, "3.1.0", _versions(VERSIONS))) == a
+    assert build_dir_for(key({}, FOUND, "3.1.0", _versions(VERSIONS))) == \
+        build_dir_for(key({"FUSEDOPT_CUDA": "auto"}, FOUND, "3.1.0", _versions(VERSIONS)))
     assert a.parent == ROOT / "build" and a.name.startswith("cmake-")
     different = [
         key(env, FOUND, "3.1.0", _versions({**VERSIONS, "ninja": "1.11.1"})),
