@@ -120,16 +120,18 @@ def build_dir_for(key: dict[str, str], root: Path = ROOT) -> Path:
 
 
 def prepare_build_dir(build_dir: Path, key: dict[str, str]) -> bool:
-    """Creates ``build_dir`` or checks that the key it was made with is ``key``; a directory
-    made with another key (a FUSEDOPT_BUILD_DIR reused with other tools), or without a key file
-    but with a CMake cache, is emptied. Returns whether it was emptied."""
+    """Creates ``build_dir``, or checks that the key it was made with is ``key``: a directory
+    whose key file names another key (a FUSEDOPT_BUILD_DIR reused with other tools or options)
+    is emptied. One without a key file (made by hand or by an older setup.py) is adopted: the
+    configure passes every tool and option explicitly, and one that still fails is retried in
+    an emptied directory. Returns whether it was emptied."""
     stamp = build_dir / KEY_FILE
     wiped = False
-    if build_dir.exists():
+    if stamp.exists():
         try:
             same = json.loads(stamp.read_text()) == key
         except (OSError, ValueError):
-            same = not (build_dir / "CMakeCache.txt").exists()
+            same = False
         if not same:
             shutil.rmtree(build_dir)
             wiped = True

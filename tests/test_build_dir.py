@@ -80,10 +80,12 @@ def test_a_directory_made_with_another_key_is_emptied(setup_py, tmp_path):
     assert prepare(d, {"k": "1"}) is False and (d / "CMakeCache.txt").exists()
     assert prepare(d, {"k": "2"}) is True and not (d / "CMakeCache.txt").exists()
     assert json.loads((d / setup_py["KEY_FILE"]).read_text()) == {"k": "2"}
-    # A cache without a key file (made by an older setup.py or by hand) is not trusted.
+    # A cache without a key file (made by an older setup.py or by hand) is adopted; the
+    # configure's retry covers one that no longer works.
     (d / setup_py["KEY_FILE"]).unlink()
     (d / "CMakeCache.txt").write_text("x")
-    assert prepare(d, {"k": "2"}) is True
+    assert prepare(d, {"k": "3"}) is False and (d / "CMakeCache.txt").exists()
+    assert json.loads((d / setup_py["KEY_FILE"]).read_text()) == {"k": "3"}
 
 
 needs_tools = pytest.mark.skipif(
@@ -135,6 +137,22 @@ def test_configure_survives_a_deleted_build_environment(setup_py, tmp_path, monk
         cmd.build_extension(cmd.extensions[0])
         assert _cached_ninja(tmp_path / "cmake") == str(ninja_dir / "ninja")
         shutil.rmtree(tmp_path / env)  # pip deletes its build environment after the build
+
+
+@needs_tools
+def test_a_cache_made_elsewhere_is_reconfigured_cleanly(setup_py, tmp_path, monkeypatch):
+    """A build dir without a key file whose cache CMake rejects (here: made for another source
+    tree) is emptied and configured again, once."""
+    build_dir = tmp_path / "cmake"
+    build_dir.mkdir()
+    (build_dir / "CMakeCache.txt").write_text(
+        "CMAKE_HOME_DIRECTORY:INTERNAL=/elsewhere/fusedopt\n"
+        "CMAKE_CACHEFILE_DIR:INTERNAL=/elsewhere/fusedopt/build\n")
+    monkeypatch.setenv("FUSEDOPT_CUDA", "off")
+    monkeypatch.setenv("FUSEDOPT_BUILD_DIR", str(build_dir))
+    cmd = _command(setup_py, tmp_path, names=("fusedopt._C_cuda",))
+    cmd.build_extension(cmd.extensions[0])
+    assert f"CMAKE_HOME_DIRECTORY:INTERNAL={ROOT}" in (build_dir / "CMakeCache.txt").read_text()
 
 
 @needs_tools
