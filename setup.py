@@ -21,8 +21,9 @@ compiler versions, nvcc, and the options above (:func:`build_key`; the directory
 ``fusedopt-build-key.json`` spells it out). Tool *paths* are left out of the key on purpose:
 pip's build isolation puts cmake and ninja in a fresh temporary environment every time, so
 keying by path would start from scratch on every ``pip install .``. Instead each configure
-passes the current tools explicitly (``CMAKE_MAKE_PROGRAM``, ``pybind11_DIR``, the launcher),
-so a cache never points at a deleted environment; and a configure that still fails in a reused
+passes the current tools explicitly (``CMAKE_MAKE_PROGRAM``, the launcher) and configures with
+a copy of pybind11 inside the build directory (:func:`stable_pybind11`), so a cache never
+points at a deleted environment; and a configure that still fails in a reused
 directory (a cache made some other way) is retried once in a wiped one.
 
 Wheels hold exactly what this build produced: ``build/lib.*`` is emptied before every build
@@ -140,6 +141,24 @@ def prepare_build_dir(build_dir: Path, key: dict[str, str]) -> bool:
     return wiped
 
 
+def stable_pybind11(build_dir: Path) -> Path:
+    """pybind11's headers and CMake files, copied into the build directory; returns the CMake
+    dir to configure with. Under build isolation pybind11 lives in a fresh temporary path every
+    time: included from there, binding.cpp's command line would change on every ``pip``
+    build (ninja recompiles it, and ccache misses, since the path is outside CCACHE_BASEDIR)."""
+    import pybind11
+
+    dst = build_dir / "pybind11"
+    stamp = dst / "VERSION"
+    if not stamp.exists() or stamp.read_text() != pybind11.__version__:
+        src = Path(pybind11.get_include()).parent
+        shutil.rmtree(dst, ignore_errors=True)
+        for sub in ("include", "share"):
+            shutil.copytree(src / sub, dst / sub)
+        stamp.write_text(pybind11.__version__)
+    return dst / "share" / "cmake" / "pybind11"
+
+
 def _load_average() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -194,7 +213,7 @@ class CMakeBuild(build_ext):
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={stable_pybind11(build_dir)}",
             f"-DFUSEDOPT_CUDA={env.get('FUSEDOPT_CUDA', 'auto')}",
             f"-DFUSEDOPT_WERROR={'ON' if env.get('FUSEDOPT_WERROR') == '1' else 'OFF'}",
             f"-DCMAKE_CXX_COMPILER_LAUNCHER={launcher}",
@@ -217,6 +236,7 @@ class CMakeBuild(build_ext):
             self._say("configure failed in a reused build directory: wiping it and retrying")
             shutil.rmtree(build_dir)
             prepare_build_dir(build_dir, key)
+            stable_pybind11(build_dir)
             subprocess.run(configure, cwd=build_dir, check=True)
         self._stage("configure", time.monotonic() - t0, "done")
         self._configured = build_dir

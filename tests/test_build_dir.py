@@ -136,6 +136,10 @@ def test_configure_survives_a_deleted_build_environment(setup_py, tmp_path, monk
         cmd = _command(setup_py, tmp_path, names=("fusedopt._C_cuda",))
         cmd.build_extension(cmd.extensions[0])
         assert _cached_ninja(tmp_path / "cmake") == str(ninja_dir / "ninja")
+        # pybind11 from a stable place (its isolated-env path would change binding.cpp's
+        # command line on every build: a recompile and a ccache miss).
+        cache = (tmp_path / "cmake" / "CMakeCache.txt").read_text()
+        assert re.search(rf"^pybind11_DIR:\w+={tmp_path / 'cmake' / 'pybind11'}/", cache, re.M)
         shutil.rmtree(tmp_path / env)  # pip deletes its build environment after the build
 
 
