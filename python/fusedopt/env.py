@@ -72,11 +72,9 @@ def _build_lines() -> list[str]:
         s = json.loads(path.read_text())
     except (OSError, ValueError):
         return ["  no build summary (modules built by hand or by an older setup.py)"]
-    load = ", ".join(f"{s[k]}" for k in ("load_average_start", "load_average_end")
-                     if s.get(k) is not None)
     lines = [f"  {s['date']}: {s['total_seconds']:.0f} s with {s['jobs']} jobs on {s['cpus']} "
-             f"CPUs (load average {load or 'unknown'} at start, end), ccache "
-             f"{'on' if s.get('ccache') else 'off'}"]
+             f"CPUs (load average {s.get('load_average_start')} at start, "
+             f"{s.get('load_average_end')} at end), ccache {'on' if s.get('ccache') else 'off'}"]
     lines += [f"    {st['stage']}: {st['status']}, {st['seconds']:.1f} s" for st in s["stages"]]
     lines.append(f"  build dir: {s['build_dir']}")
     return lines
