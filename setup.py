@@ -206,7 +206,11 @@ class CMakeBuild(build_ext):
                      else build_dir_for(key))
         wiped = prepare_build_dir(build_dir, key)
         reused = (build_dir / "CMakeCache.txt").exists()
-        out_dir = Path(self.get_ext_fullpath("fusedopt._C")).parent.resolve()
+        # Editable installs (and --inplace) get the modules straight into the source tree, so
+        # that `cmake --build <build dir> --target _C` alone updates what `import fusedopt`
+        # loads; other builds into build_lib, which the wheel packs.
+        out_dir = (SOURCE / "fusedopt" if self._to_source
+                   else Path(self.build_lib).resolve() / "fusedopt")
         launcher = found["ccache"] or ""
         configure = [
             found["cmake"] or "cmake", str(ROOT), "-G", "Ninja",
@@ -258,7 +262,7 @@ class CMakeBuild(build_ext):
             # No nvcc (or FUSEDOPT_CUDA=off): the CPU-only install. Whatever an earlier build
             # left must go too, or it would be packed / imported as if built now.
             stale = [Path(self.get_ext_fullpath(ext.name))]
-            if self._to_source:  # editable: built in build_lib, then copied to the source
+            if self._to_source:  # editable: CMake writes into the source tree
                 stale.append(SOURCE / self.get_ext_filename(ext.name))
             for old in stale:
                 old.unlink(missing_ok=True)
@@ -275,9 +279,13 @@ class CMakeBuild(build_ext):
                         "-j", jobs], cwd=build_dir, check=True, env=env)
         self._stage(stage, time.monotonic() - t0, "built")
 
+    def copy_extensions_to_source(self) -> None:
+        """Nothing to copy: an in-place build's modules are already in the source tree."""
+
     def run(self) -> None:
-        # setuptools' run() builds into build_lib with inplace off, then copies what exists
-        # into the source tree when inplace was on (editable installs, --inplace).
+        # setuptools' run() builds with inplace off, then copies build_lib's modules into the
+        # source tree when inplace was on (editable installs, --inplace); CMake writes them
+        # there itself (_configure), so there is nothing to copy.
         self._to_source = bool(self.inplace)
         super().run()
         if self._stages is None:
