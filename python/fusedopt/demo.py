@@ -51,10 +51,12 @@ def _train(make_opt, steps: int, batch: int, clip: float | None, scaler=None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--backend", default="auto")
+    ap = argparse.ArgumentParser(prog="python -m fusedopt.demo",
+                                 description=__doc__.split("\n\n")[1].replace("\n", " "))
+    ap.add_argument("--steps", type=int, default=300, help="optimizer steps per run (300)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size (128)")
+    ap.add_argument("--backend", default="auto",
+                    help="fusedopt backend: auto, cuda, triton, cpu or reference (auto)")
     args = ap.parse_args(argv)
     lr, wd, clip = 1e-3, 1e-2, 1.0
     rows = []

@@ -1,14 +1,18 @@
 """``python -m fusedopt.env``: what this fusedopt install can run, for bug reports.
 
-Prints versions, the native build (compiler, flags, OpenMP, CUDA switch), the CPU and the ISA
-its kernels run with, the OpenMP runtime actually loaded, the GPU, and for each device type
-which backend ``backend="auto"`` picks and why each other one would or would not be used.
+Prints versions, the native build (compiler, flags, OpenMP, CUDA switch, and how long each
+stage of the build took), the CPU and the ISA its kernels run with, the OpenMP runtime actually
+loaded, the GPU, and for each device type which backend ``backend="auto"`` picks and why each
+other one would or would not be used.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -60,6 +64,22 @@ def _native_lines() -> list[str]:
     ]
 
 
+def _build_lines() -> list[str]:
+    """setup.py's summary of the build that made this install's modules (_build_summary.json,
+    written next to them): a line per stage with its time, and the load it ran under."""
+    path = Path(__file__).with_name("_build_summary.json")
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ["  no build summary (modules built by hand or by an older setup.py)"]
+    lines = [f"  {s['date']}: {s['total_seconds']:.0f} s with {s['jobs']} jobs on {s['cpus']} "
+             f"CPUs (load average {s.get('load_average_start')} at start, "
+             f"{s.get('load_average_end')} at end), ccache {'on' if s.get('ccache') else 'off'}"]
+    lines += [f"    {st['stage']}: {st['status']}, {st['seconds']:.1f} s" for st in s["stages"]]
+    lines.append(f"  build dir: {s['build_dir']}")
+    return lines
+
+
 def _backend_lines(device: str) -> list[str]:
     lines = []
     try:
@@ -93,6 +113,8 @@ def report() -> str:
         f"OpenMP runtimes loaded: {', '.join(_loaded_openmp()) or 'none'}",
         "native core (fusedopt._C):",
         *_native_lines(),
+        "build (setup.py):",
+        *_build_lines(),
     ]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -106,9 +128,12 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m fusedopt.env", description=__doc__.split("\n\n")[1]
+                            .replace("\n", " ")).parse_args(argv)
     print(report())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

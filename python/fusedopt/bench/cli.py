@@ -3,13 +3,18 @@
 Default: the short run (GPT-2 small AdamW: plain, clip+AMP, bf16) against every installed
 peer, a few minutes on 2 CPU cores; ``--full`` runs everything (see :mod:`fusedopt.bench.suite`).
 It prints a table per case as the run goes, then writes ``<name>.csv``, ``<name>.md``,
-``<name>.json`` (metadata) and ``<name>.png`` under ``--out`` (default
-``bench/results/<machine>``). ``--bytes`` prints the bytes model, ``--list`` the plan.
+``<name>.json`` (metadata) and ``<name>.png`` into a fresh dated folder,
+``bench/results/<machine>/<UTC date and time>/``, or into ``--out DIR``, where it never
+replaces an existing file unless ``--overwrite`` is given (so the committed results under
+bench/results/ are only ever rewritten on purpose). ``--bytes`` prints the bytes model,
+``--list`` the plan.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +26,14 @@ from . import bytes_model, metadata, modes, plot, report, roofline, suite, workl
 from .contenders import FUSEDOPT, fusedopt_contenders
 from .peers import PEERS, peer_contenders
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: The header warns when the 1-minute load average exceeds the cores the run leaves free plus
+#: this much. Above it, other processes want the cores the step's threads run on for more than
+#: half the time on average: a contender's samples are stretched whenever it is descheduled
+#: (and an OpenMP step waits at every barrier for its slowest thread), unevenly between the
+#: interleaved rounds, so the ratios can be off by more than their p20-p80 spread.
+LOAD_SLACK = 0.5
 
 
 def _int(text: str) -> int:
@@ -57,7 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-fraction", type=float, default=0.5,
                    help="share of the free memory a case may use (0.5)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
-    p.add_argument("--out", type=Path, help="output folder (default bench/results/<machine>)")
+    p.add_argument("--out", type=Path, help="output folder (default: a fresh one, "
+                   "bench/results/<machine>/<UTC date and time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace files of an earlier run (e.g. committed results)")
     p.add_argument("--name", help="file name stem (default: short or full)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--seed", type=int, default=0)
@@ -66,6 +81,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", action="store_true", help="the host-overhead mode instead: "
                    "every other flag is python -m fusedopt.bench.host's (see its --help)")
     return p
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_warning(load1: float, ncores: int, threads: int) -> str | None:
+    """A warning when the load average makes this run's ratios unreliable (LOAD_SLACK)."""
+    limit = max(ncores - threads, 0) + LOAD_SLACK
+    if load1 <= limit:
+        return None
+    return (f"warning: load average {load1:.2f} > {limit:.2f} ({ncores} cores, {threads} "
+            "threads): other processes compete for this run's cores, so its ratios may be off "
+            "by more than the p20-p80 spread; re-run on an idle machine")
+
+
+def output_dir(args: argparse.Namespace, machine: str, now: datetime.datetime) -> Path:
+    """``--out``, or a fresh dated folder under bench/results/<machine>/ (never an old one)."""
+    if args.out is not None:
+        return args.out
+    base = Path("bench") / "results" / machine / now.strftime("%Y-%m-%dT%H%M%SZ")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def _outputs(out: Path, name: str) -> list[Path]:
+    """Files a run named ``name`` may write into ``out``."""
+    return [out / f"{name}.{ext}" for ext in ("csv", "md", "json", "png")] + \
+        [out / f"{name}-sweep.png"]
 
 
 def _device(name: str) -> torch.device:
@@ -129,12 +180,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     meta = metadata.collect(device)
+    out = output_dir(args, meta["machine"], datetime.datetime.now(datetime.timezone.utc))
+    name = args.name or ("full" if args.full else "short")
+    existing = [str(f) for f in _outputs(out, name) if f.exists()]
+    if existing and not args.overwrite:
+        print(f"python -m fusedopt.bench: {', '.join(existing)} exist(s): pick another --out "
+              "or --name, or pass --overwrite", file=sys.stderr)
+        return EXIT_USAGE
     meta.update(argv=sys.argv[1:] if argv is None else argv, repeats=args.repeats,
-                warmup=args.warmup, min_sample_ms=args.min_sample_ms, notes=notes)
+                warmup=args.warmup, min_sample_ms=args.min_sample_ms, notes=notes,
+                load_warning=load_warning(meta["load_avg_start"], cores(), meta["threads"]))
     print(f"fusedopt.bench on {meta['machine']} ({meta['gpu'] or meta['cpu']}, "
           f"{meta['threads']} threads, torch {meta['versions']['torch']}, load "
           f"{meta['load_avg_start']:.2f}): {len(specs)} cases, {args.repeats} interleaved "
-          f"rounds after {args.warmup} warm-up calls")
+          f"rounds after {args.warmup} warm-up calls; writing to {out}")
+    if meta["load_warning"]:
+        print(f"  {meta['load_warning']}")
     for n in notes:
         print(f"  note: {n}")
     t0 = time.perf_counter()
@@ -154,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print("\nWhat each contender runs:")
         print("\n".join(report.legend(rows)))
-    _write(args, meta, rows, skipped)
+    _write(args, out, name, meta, rows, skipped)
     failed = [s for s in skipped if s.contender.startswith(FUSEDOPT + ".")]
     if failed or not rows:
         print(f"\nFAILED: {len(failed)} fusedopt contender(s) failed"
@@ -163,9 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _write(args: argparse.Namespace, meta: dict, rows: list, skipped: list) -> None:
-    out = args.out or Path("bench") / "results" / meta["machine"]
-    name = args.name or ("full" if args.full else "short")
+def _write(args: argparse.Namespace, out: Path, name: str, meta: dict, rows: list,
+           skipped: list) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report.write_csv(out / f"{name}.csv", rows, meta)
     (out / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -175,6 +235,7 @@ def _write(args: argparse.Namespace, meta: dict, rows: list, skipped: list) -> N
           f"load average {meta['load_avg_start']:.2f} at start, {meta['load_avg_end']:.2f} at "
           f"end; {meta['repeats']} interleaved rounds; command "
           f"`{' '.join(['python -m fusedopt.bench'] + list(meta['argv']))}`", "",
+          *([f"**{meta['load_warning']}**", ""] if meta["load_warning"] else []),
           report.markdown(rows), "", "What each contender runs:", ""]
     md += ["- " + line.strip() for line in report.legend(rows)]
     if skipped:

@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
+PROG = "python -m fusedopt.monitor"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedopt.monitor",
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description="fusedopt convergence monitor tools")
     sub = parser.add_subparsers(dest="command", required=True)
     p_plot = sub.add_parser("plot", help="draw monitor CSV logs as a multi-panel PNG")
@@ -28,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
     if args.command == "plot":
+        missing = [f for f in args.csv if not os.path.isfile(f)]
+        if missing:  # a usage error: one line, exit 2 (argparse's code), no traceback
+            print(f"{PROG} plot: no such file: {', '.join(missing)}", file=sys.stderr)
+            return 2
         from .plot import plot_runs
         plot_runs(args.csv, args.output, labels=args.labels, title=args.title)
         print(f"wrote {args.output}")
