@@ -231,18 +231,25 @@ def test_bad_tensor_lr_is_refused_at_construction(lr):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lr", [float("nan"), -1e-3])
-def test_bad_cpu_tensor_lr_written_later_is_refused_before_mutation(backend, lr):
+def test_bad_tensor_lr_written_later_skips_the_step_and_flags_it(backend, lr):
+    """A schedule writing a NaN or negative value into a tensor lr: the step is skipped and
+    flagged without a host read (finding 11); the next valid lr steps again."""
     params = _model()
     lr_t = torch.tensor(1e-3)
-    opt = fusedopt.AdamW(params, lr=lr_t, backend=backend)
+    opt = fusedopt.AdamW(params, lr=lr_t, backend=backend, telemetry=True)
     _grads(params)
     opt.step()
+    assert float(opt.lr_invalid) == 0.0
     lr_t.fill_(lr)  # a schedule writing the tensor in place
     _grads(params, 2)
     snap = _snapshot(opt, params)
-    with pytest.raises(ValueError, match="Invalid learning rate"):
-        opt.step()
+    opt.step()
     _unchanged(opt, params, snap)
+    assert float(opt.lr_invalid) == 1.0 and float(opt.last_stats["lr_invalid"]) == 1.0
+    lr_t.fill_(1e-3)
+    opt.step()
+    assert float(opt.lr_invalid) == 0.0
+    assert not torch.equal(params[0].detach(), snap[0][0])
 
 
 # ------------------------------------------------------------------ 12: shared memory

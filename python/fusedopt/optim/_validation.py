@@ -53,16 +53,17 @@ def _check_one_element(owner: str, name: str, t: Tensor) -> None:
 def check_lr(owner: str, lr: Any, device: torch.device | None, *, read: bool = False) -> None:
     """A non-negative finite float, or a one-element fp32/fp64 tensor.
 
-    A tensor lr's value is checked where reading it costs no device sync: always for a CPU
-    tensor, and for any tensor when ``read`` (construction, add_param_group). A device lr a
-    schedule writes later is checked by the kernels instead: a NaN or negative value skips the
-    step and raises the ``lr_invalid`` flag (``last_stats``), with no host sync.
+    A tensor lr's value is read only when ``read`` (construction, add_param_group,
+    load_state_dict), as torch.optim checks it. A value a schedule writes later is checked by
+    the kernels, which read it anyway: a NaN or negative lr skips the update of the groups
+    that read it and raises the ``lr_invalid`` flag (``last_stats``, ``opt.lr_invalid``), with
+    no host read in the step — the same on a CPU tensor as on a device one.
     """
     if isinstance(lr, Tensor):
         _check_one_element(owner, "lr", lr)
         if device is not None and lr.device != device and lr.device.type != "cpu":
             raise ValueError(f"{owner}: lr tensor is on {lr.device}, params are on {device}")
-        if read or lr.device.type == "cpu":
+        if read:
             v = float(lr)
             if not (math.isfinite(v) and v >= 0.0):
                 raise ValueError(f"Invalid learning rate: {v} ({owner}: must be finite, >= 0)")
