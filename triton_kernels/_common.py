@@ -295,10 +295,9 @@ def bucket_tables(b, chunk: int) -> Tables:
     One set of tables serves every kernel of the bucket (update, momentum, finish); they live in
     ``b.cache``, which the optimizer keeps across steps (Note [table cache]).
     """
-    tables = b.tables.get(("triton", chunk))
+    tables = b.tables.get(("triton", chunk)) if b.frozen else None
     if tables is not None:
-        # the same Bucket object: the optimizer hands it over only while none of its tensors
-        # changed (Note [step plan] compares every address and element count each step)
+        # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen)
         tables.use_on_current_stream()
         return tables
     param_sig = signature(b.params)

@@ -181,10 +181,9 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`STATE_SLOTS`), rebuilt only when its signature changes (Note [table cache])."""
     slots = STATE_SLOTS[kind]
     key = ("cpu", kind, chunk_size)
-    entry = b.tables.get(key)
+    entry = b.tables.get(key) if b.frozen else None
     if entry is not None:
-        # the same Bucket object: the optimizer hands it over only while none of its tensors
-        # changed (Note [step plan] compares every address and element count each step)
+        # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen)
         return entry.table
     param_sig = signature(b.params)
     grad_sig = signature(b.grads)

@@ -189,10 +189,9 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     :data:`fusedopt._native.STATE_SLOTS`), built once per tensor signature (Note [device
     tables]). ``chunk_size`` (a multiple of 4) overrides the default for tests."""
     key = ("cuda", kind, chunk_size)
-    entry = b.tables.get(key)
+    entry = b.tables.get(key) if b.frozen else None
     if entry is None:
-        # a new Bucket: the optimizer hands over the same one only while none of its tensors
-        # changed (Note [step plan] compares every address and element count each step)
+        # a new Bucket, or one not frozen (Bucket.frozen): check every tensor's signature
         param_sig = signature(b.params)
         grad_sig = signature(b.grads)
         dtypes = (b.state_dtype, b.masters is not None)

@@ -35,6 +35,12 @@ class Bucket:
     masters: list[Tensor] | None = None
     cache: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
+    #: Set by the optimizer's step plan (Note [step plan]): it hands this Bucket over again
+    #: only while every tensor in it is unchanged (it checks their addresses and element
+    #: counts each step and builds a new Bucket otherwise), so a backend may reuse the tables
+    #: in ``tables`` without re-reading the tensors. A Bucket built by anyone else is checked
+    #: in full on every call.
+    frozen: bool = False
 
     @property
     def device(self) -> torch.device:

@@ -507,7 +507,8 @@ class FusedOptimizer(Optimizer):
                 group = self.param_groups[info.group_index]
                 b = buckets[key] = Bucket(
                     [], [], [], {k: [] for k in self._state_keys(group)},
-                    [] if info.master is not None else None, self._caches.setdefault(key, {}))
+                    [] if info.master is not None else None, self._caches.setdefault(key, {}),
+                    frozen=True)
                 fills[key] = []
             fills[key].append(len(kgrads))
             with_grad.append(idx)
