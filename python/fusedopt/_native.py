@@ -212,6 +212,16 @@ _GRAD_LISTS: dict[tuple, Any] = {}
 _GRAD_LISTS_MAX = 4
 
 
+def check_grad_list(grads: list[Tensor], dtypes: tuple, backend: str) -> None:
+    """The grads of a norm pass: each of a kernel dtype and dense (any stride order: the sum of
+    squares reads ``numel`` elements in memory order)."""
+    for i, dtype in enumerate(dtypes):
+        if dtype not in DTYPE_CODES or not is_dense(grads[i]):
+            raise ValueError(f"fusedopt {backend} backend: grad {i} of the norm pass is "
+                             f"{dtype}, strides {tuple(grads[i].stride())}; the kernel reads "
+                             "dense fp32/bf16/fp16/fp64 grads")
+
+
 def grad_list(grads: list[Tensor], chunk_size: int | None = None):
     """The :class:`_C.GradList` of ``grads`` (any mix of fp32/bf16/fp16/fp64), cached by the
     grads' :func:`signature`."""
@@ -221,11 +231,7 @@ def grad_list(grads: list[Tensor], chunk_size: int | None = None):
     if found is not None:
         return found
     ptrs, numel, dtypes, _ = sig
-    for i, dtype in enumerate(dtypes):
-        if dtype not in DTYPE_CODES or not is_dense(grads[i]):
-            raise ValueError(f"fusedopt cpu backend: grad {i} of the norm pass is {dtype}, "
-                             f"strides {tuple(grads[i].stride())}; the kernel reads dense "
-                             "fp32/bf16/fp16/fp64 grads")
+    check_grad_list(grads, dtypes, "cpu")
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
     found = native().GradList(list(numel), list(ptrs), [DTYPE_CODES[d] for d in dtypes],
                               **kwargs)

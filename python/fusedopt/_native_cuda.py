@@ -49,8 +49,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._native import DTYPE_CODES, STATE_SLOTS, check_bucket, signature
-from .backends.bucket import Bucket, is_dense
+from ._native import DTYPE_CODES, STATE_SLOTS, check_bucket, check_grad_list, signature
+from .backends.bucket import Bucket
 
 _MODULE = "fusedopt._C_cuda"
 _module: ModuleType | None = None
@@ -226,11 +226,7 @@ def _build_grads(grads: list[Tensor], sig: tuple, device: torch.device,
                  chunk_size: int | None) -> _GradEntry:
     C = native()
     ptrs, numel, dtypes, _ = sig
-    for i, dtype in enumerate(dtypes):
-        if dtype not in DTYPE_CODES or not is_dense(grads[i]):
-            raise ValueError(f"fusedopt cuda backend: grad {i} of the norm pass is {dtype}, "
-                             f"strides {tuple(grads[i].stride())}; the kernel reads dense "
-                             "fp32/bf16/fp16/fp64 grads")
+    check_grad_list(grads, dtypes, "cuda")
     rows: list[list[int]] = [[] for _ in range(C.ROWS["count"])]
     rows[C.ROWS["grad"]] = list(ptrs)
     rows[C.ROWS["dtype"]] = [DTYPE_CODES[d] for d in dtypes]
