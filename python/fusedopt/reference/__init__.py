@@ -8,6 +8,9 @@ sits, how bias correction is computed, the order of operations the kernels follo
 * :mod:`.adaml` — AdamL's loss-gap scalars (fusedopt's reading of P1)
 * :mod:`.adagrad` — Adagrad and AdaGrad-Norm
 * :mod:`.sgd_family` — IAN-SGD, NSGD, NSGDm, Clip-SGD
+* :mod:`.elementwise` — the element-wise algorithms' protocol (one ``elementwise_step_``
+  contract call), and one module each: :mod:`.lion`, :mod:`.adan`,
+  :mod:`.schedule_free_adamw` (loaded by name, :func:`.elementwise.spec`)
 * whole steps over tensor lists (prologue, global scalars, updates, telemetry norms), composed
   from the above: the reference backend, :mod:`fusedopt.backends.reference_backend`
 """
