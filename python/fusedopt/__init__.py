@@ -8,11 +8,11 @@ reference (:mod:`fusedopt.reference`).
 from . import amp, backends, monitor, reference, schedules
 from .backends import available_backends
 from .monitor import ConvergenceMonitor
-from .optim import (IANSGD, NSGD, Adagrad, Adam, AdamD, AdamL, AdamW, ClipSGD, FusedOptimizer,
-                    NSGDm)
+from .optim import (IANSGD, NSGD, Adagrad, Adam, AdamD, AdamL, Adan, AdamW, ClipSGD,
+                    FusedOptimizer, Lion, NSGDm, ScheduleFreeAdamW)
 
 __version__ = "0.1.0"
 
 __all__ = ["Adam", "AdamW", "AdamD", "AdamL", "Adagrad", "IANSGD", "NSGD", "NSGDm", "ClipSGD",
-           "FusedOptimizer", "ConvergenceMonitor", "amp", "backends", "monitor", "reference",
-           "schedules", "available_backends", "__version__"]
+           "Lion", "Adan", "ScheduleFreeAdamW", "FusedOptimizer", "ConvergenceMonitor", "amp",
+           "backends", "monitor", "reference", "schedules", "available_backends", "__version__"]
