@@ -225,6 +225,11 @@ def _drive_lists(algo, backend, dtype, extra, scaler_kind, *, clip=None, explici
     scales = []
     for t in range(STEPS):
         if scaler is None and t in OVERFLOW:
+            if isinstance(opt, fusedopt.ScheduleFreeAdamW):
+                # its schedule (k, weight_sum) is host-side: a step skipped on the device
+                # still advances it, with no host read (docs/algorithms.md#schedule-free-adamw)
+                for group in opt.param_groups:
+                    opt._advance_schedule(group)
             continue
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
 

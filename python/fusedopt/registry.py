@@ -104,6 +104,17 @@ ALGORITHMS: dict[str, AlgoInfo] = {a.name: a for a in [
              ("momentum_buffer",), "sgd_family", paper="P5 baseline"),
     AlgoInfo("clip_sgd", optim.ClipSGD, dict(lr=0.05, delta=1e-2, floor=0.2), (), "sgd_family",
              has_moments=False, paper="P5 baseline"),
+    # the element-wise algorithms (one elementwise_step_ call): weight decay on, so that every
+    # scalar and state matters in a short run; Schedule-Free with a warmup shorter than the runs
+    AlgoInfo("lion", optim.Lion, dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1),
+             ("exp_avg",), "lion", paper="Chen et al. 2023"),
+    AlgoInfo("adan", optim.Adan, dict(lr=1e-2, betas=(0.98, 0.92, 0.99), eps=1e-8,
+                                      weight_decay=0.05),
+             ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"), "adan",
+             paper="Xie et al. 2022/2024"),
+    AlgoInfo("schedule_free_adamw", optim.ScheduleFreeAdamW,
+             dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, warmup_steps=3),
+             ("z", "exp_avg_sq"), "schedule_free_adamw", paper="Defazio et al. 2024"),
 ]}
 
 
