@@ -45,8 +45,9 @@ Conventions against the public implementations (tests/test_public_references.py)
   stores ``previous_grad`` negated (``-g``) and seeds it with ``-g`` of the first step so that
   the first difference is 0; fusedopt stores ``+g`` (state ``prev_grad``) and selects 0 with
   ``first``: ``g + (-g_prev)`` and ``g - g_prev`` are the same IEEE operation. Its
-  ``weight_decouple=True`` is ``no_prox=True`` here. Its own ``max_grad_norm`` clips with
-  ``eps`` added to the norm; fusedopt's ``max_grad_norm`` is ``clip_grad_norm_``'s (no eps).
+  ``weight_decouple=True`` is ``no_prox=True`` here. Its own ``max_grad_norm`` divides by the
+  norm plus Adan's ``eps``; fusedopt's ``max_grad_norm`` is ``clip_grad_norm_``'s (norm plus
+  1e-6), shared by every algorithm.
   torch's CPU lerp uses a fused multiply-add, fusedopt's lerp does not: an ulp per lerp.
 * The official sail-sg code computes ``(m / bc1 + beta2 d / bc2) / denom`` and then
   ``p -= lr * that``: the same number in exact arithmetic, other roundings.
