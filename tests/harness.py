@@ -14,6 +14,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -167,6 +168,8 @@ class RunResult:
 
 def _lr_of(info: AlgoInfo, tensor_lr: bool, device) -> float | Tensor:
     lr = info.kwargs["lr"]
+    if tensor_lr and not info.tensor_lr:
+        pytest.skip(f"{info.name} refuses a tensor lr (AlgoInfo.tensor_lr)")
     return torch.tensor(lr, dtype=torch.float32, device=device) if tensor_lr else lr
 
 
