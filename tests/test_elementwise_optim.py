@@ -13,6 +13,19 @@ import fusedopt
 from fusedopt.registry import ALGORITHMS
 
 NEW = ["lion", "adan", "schedule_free_adamw"]
+
+
+def _native_elementwise() -> bool:
+    try:
+        import fusedopt._C as C
+    except ImportError:
+        return False
+    return hasattr(C, "elementwise_step")
+
+
+#: the backends the class-level tests run on: the reference, and cpu once its native
+#: element-wise kernel is built
+BACKENDS = ["reference"] + (["cpu"] if _native_elementwise() else [])
 SHAPES = [(6, 4), (9,), (1,), (0,)]
 
 
@@ -46,28 +59,30 @@ def _equal(xs, ys):
 
 
 # --------------------------------------------------------------------------- every new class
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("algo", NEW)
-def test_state_dict_round_trip_continues_bitwise(algo, dtype):
+def test_state_dict_round_trip_continues_bitwise(algo, dtype, backend):
     info = ALGORITHMS[algo]
     straight = _params(dtype)
-    _drive(info.make(straight, backend="reference"), straight, 7, dtype=dtype)
+    _drive(info.make(straight, backend=backend), straight, 7, dtype=dtype)
     first = _params(dtype)
-    opt1 = info.make(first, backend="reference")
+    opt1 = info.make(first, backend=backend)
     _drive(opt1, first, 4, dtype=dtype)
     resumed = [p.detach().clone().requires_grad_() for p in first]
-    opt2 = info.make(resumed, backend="reference")
+    opt2 = info.make(resumed, backend=backend)
     opt2.load_state_dict(_roundtrip(opt1.state_dict()))
     _drive(opt2, resumed, 3, start=4, dtype=dtype)
     assert _equal(straight, resumed)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("algo", NEW)
-def test_maximize_is_the_negated_gradient(algo):
+def test_maximize_is_the_negated_gradient(algo, backend):
     info = ALGORITHMS[algo]
     a, b = _params(), _params()
-    _drive(info.make(a, backend="reference", maximize=True), a, 5)
-    _drive(info.make(b, backend="reference"), b, 5, sign=-1.0)
+    _drive(info.make(a, backend=backend, maximize=True), a, 5)
+    _drive(info.make(b, backend=backend), b, 5, sign=-1.0)
     assert _equal(a, b)
     assert not _equal(a, _params())
 
@@ -165,11 +180,12 @@ def test_schedule_free_eval_train_round_trip():
         torch.testing.assert_close(p.detach(), q, rtol=1e-14, atol=1e-14)
 
 
-def test_schedule_free_master_weights_switch_on_the_master():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedule_free_master_weights_switch_on_the_master(backend):
     """bf16 params with fp32 masters: eval()/train() interpolate the master, the param is
     the master rounded; a round trip restores the master to fp32 rounding."""
     params = _params(torch.bfloat16)
-    opt = fusedopt.ScheduleFreeAdamW(params, backend="reference", master_weights=True)
+    opt = fusedopt.ScheduleFreeAdamW(params, backend=backend, master_weights=True)
     _drive(opt, params, 4, dtype=torch.bfloat16)
     masters = [opt.state[p]["master_param"].clone() for p in params]
     opt.eval()
@@ -246,11 +262,12 @@ def test_schedule_free_params_loaded_after_construction_are_kept():
     _close(a, b)
 
 
-def test_schedule_free_amp_skip_advances_the_schedule_only():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_schedule_free_amp_skip_advances_the_schedule_only(backend):
     """A step skipped on the device (non-finite grad under AMP) leaves params and states
     bitwise as they were; the host schedule advances (documented: no host read per step)."""
     params = _params()
-    opt = fusedopt.ScheduleFreeAdamW(params, backend="reference", warmup_steps=4)
+    opt = fusedopt.ScheduleFreeAdamW(params, backend=backend, warmup_steps=4)
     scaler = fusedopt.amp.LossScaler(init_scale=2.0 ** 10)
     _drive(opt, params, 2)
     before = [p.detach().clone() for p in params]
