@@ -21,6 +21,7 @@ namespace fusedopt::cpu {
 struct KernelTable {
   const char* isa;
   void (*adam)(const AdamLoop&);
+  void (*elementwise)(const ElementwiseLoop&);
   void (*adagrad)(const AdagradLoop&);
   void (*sgd)(const SgdLoop&);
   void (*momentum)(const MomentumLoop&);
@@ -30,6 +31,7 @@ struct KernelTable {
 #define FUSEDOPT_DECLARE_KERNELS(ISA)             \
   namespace ISA {                                 \
   void adam_loop(const AdamLoop&);                \
+  void elementwise_loop(const ElementwiseLoop&);  \
   void adagrad_loop(const AdagradLoop&);          \
   void sgd_loop(const SgdLoop&);                  \
   void momentum_loop(const MomentumLoop&);        \

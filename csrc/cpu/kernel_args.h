@@ -55,6 +55,16 @@ struct AdamLoop {
   int nthreads;
 };
 
+struct ElementwiseLoop {
+  TableView table;
+  int algorithm;  // index in FUSEDOPT_ELEMENTWISE_ALGORITHMS (math/algorithms.h)
+  bool telemetry;
+  double coef;            // the gradient coefficient (stats[COEF] or 1, negated for maximize)
+  const double* scalars;  // math::kMaxScalars fp64 scalars per tensor
+  double* partials;       // kTelemetrySums per chunk, when telemetry
+  int nthreads;
+};
+
 struct AdagradLoop {
   TableView table;
   bool l2;  // coupled weight decay (wd != 0)
