@@ -41,6 +41,10 @@ class AlgoInfo:
     #: does it take a tensor lr? (ScheduleFreeAdamW computes its schedule from a float lr on
     #: the host each step and refuses one; tests skip their tensor-lr modes for it)
     tensor_lr: bool = True
+    #: state key -> the stream it is a difference of (Adan's exp_avg_diff averages
+    #: g_t - g_{t-1}, kept in prev_grad): its rounding errors are relative to that stream's
+    #: magnitude, not its own, and the tests' error budget counts its ulps at that scale
+    difference_of: dict[str, str] = field(default_factory=dict)
     param_dtypes: tuple[torch.dtype, ...] = FLOAT_PARAM_DTYPES
     state_dtypes: tuple[torch.dtype, ...] = STATE_DTYPES
     paper: str = ""
@@ -114,11 +118,14 @@ ALGORITHMS: dict[str, AlgoInfo] = {a.name: a for a in [
     AlgoInfo("adan", optim.Adan, dict(lr=1e-2, betas=(0.98, 0.92, 0.99), eps=1e-8,
                                       weight_decay=0.05),
              ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"), "adan",
-             paper="Xie et al. 2022/2024"),
+             difference_of={"exp_avg_diff": "prev_grad"}, paper="Xie et al. 2022/2024"),
     AlgoInfo("schedule_free_adamw", optim.ScheduleFreeAdamW,
              dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, warmup_steps=3),
              ("z", "exp_avg_sq"), "schedule_free_adamw", tensor_lr=False,
              paper="Defazio et al. 2024"),
+    # ADOPT with beta2 0.99 (not 0.9999) so that v, and so the clip, change in a short run
+    AlgoInfo("adopt", optim.ADOPT, dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.05),
+             ("exp_avg", "exp_avg_sq"), "adopt", paper="Taniguchi et al. 2024"),
 ]}
 
 
