@@ -41,6 +41,7 @@ struct ElementwiseOp {
   using PL = std::conditional_t<kMaster, float, P>;  // what the update loads and stores
   using T = opmath_t<PL>;
   static constexpr int K = A::kStates;
+  static constexpr int kStreams = 2 + K + (kMaster ? 1 : 0);  // param, grad, states, master
   static constexpr int kSums = kTelemetry ? 3 : 0;  // telemetry: only reported
   using Acc = PlainSum;
   static constexpr int kWidth = vector_width<PL, P, G, S, T>();
@@ -109,10 +110,9 @@ struct ElementwiseOp {
   }
 };
 
-template <class Set, class A, bool kTelemetry>
+template <class Set, class A, bool kTelemetry, class Op = ElementwiseOp<Set, A, kTelemetry>>
 __global__ void __launch_bounds__(
-    kBlockSize,
-    (min_blocks_per_sm<typename ElementwiseOp<Set, A, kTelemetry>::T, kTelemetry>()))
+    kBlockSize, (min_blocks_per_sm<typename Op::T, kTelemetry, Op::kStreams>()))
     elementwise_kernel(const __grid_constant__ ElementwiseArgs a) {
   if (skipped(a.pass)) {
     return;
