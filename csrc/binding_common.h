@@ -2,8 +2,8 @@
 // binding_cuda.cpp: _C_cuda, the CUDA core): argument conversion and the update calls of the
 // kernel contract, defined once for either core's table type.
 //
-// def_update_calls<Table, Exec>(m) binds adam_step, elementwise_step, adagrad_step, sgd_step
-// and momentum_step for a core whose entry points take (const Table&, double* stats, call,
+// def_update_calls<Table, Exec>(m) binds adam_step, elementwise_step, sgd_step and
+// momentum_step for a core whose entry points take (const Table&, double* stats, call,
 // Exec) — Exec is the CPU core's thread count or the CUDA core's stream handle. The calls are
 // found by argument-dependent lookup in the table's namespace (fusedopt::cpu or
 // fusedopt::cuda), so a new contract call is added here once for both modules.
@@ -142,17 +142,6 @@ void def_update_calls(py::module_& m) {
           elementwise_step(t, as_pointer<double>(stats), call, exec);
         },
         "An element-wise algorithm's update of one bucket (math/elementwise.h).");
-
-  m.def("adagrad_step",
-        [](const Table& t, uintptr_t stats, double lr, uintptr_t lr_ptr, int lr_dtype,
-           double lr_decay, double eps, double weight_decay, bool use_prologue, bool telemetry,
-           bool maximize, Exec exec) {
-          const AdagradCall call{as_lr(lr, lr_ptr, lr_dtype), lr_decay, eps, weight_decay,
-                                 use_prologue, telemetry, maximize};
-          gil_scoped_release release;
-          adagrad_step(t, as_pointer<double>(stats), call, exec);
-        },
-        "Coordinate-wise Adagrad update of one bucket.");
 
   m.def("sgd_step",
         [](const Table& t, uintptr_t stats, bool momentum_direction, bool use_prologue,

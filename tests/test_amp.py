@@ -331,7 +331,10 @@ def test_fused_clip_within_budget_of_unscale_then_clip_grad_norm(algo, backend):
 #: value, so no sync on CUDA either): the Triton backend builds its pointer and chunk tables on
 #: the host (``repeat_interleave``, an alignment check) once per tensor signature, then copies
 #: them over
-HOST_ONLY_READS = (("triton_kernels/_common.py", "build_tables"),)
+HOST_ONLY_READS = (("triton_kernels/_common.py", "build_tables"),
+                   # the reference's IEEE fp64 sqrt goes through numpy, for CPU tensors only
+                   # (a device tensor takes torch.sqrt): no device value reaches the host
+                   ("fusedopt/reference/prologue.py", "ieee_sqrt"))
 
 
 def _amp_iteration(opt, params, scaler, t: int):

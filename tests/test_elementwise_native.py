@@ -38,7 +38,7 @@ def _native_list() -> dict:
 
 def test_native_list_matches_the_reference_modules():
     built = _native_list()
-    assert set(built) >= {"lion", "adan", "schedule_free_adamw"}
+    assert set(built) >= {"lion", "adan", "schedule_free_adamw", "adagrad"}
     for name, (states, hyper, scalars) in built.items():
         mod = elementwise.spec(name)
         assert (states, hyper, scalars) == (len(mod.STATES), len(mod.HYPER), mod.N_SCALARS), name
@@ -53,6 +53,30 @@ def test_limits_are_the_native_ones():
     with pytest.raises(ValueError, match=f"at most {elementwise.MAX_HYPER} hyperparameters"):
         _step(_bucket("lion", torch.float32, torch.float32, False, (3,), seed=0),
               "cpu", "lion", 0.1, (0.5,) * (elementwise.MAX_HYPER + 1))
+
+
+def test_triton_rows_are_the_cuda_rows():
+    """The Triton pointer table and the CUDA device table order their rows the same way: the
+    CUDA enum (csrc/cuda/device_table.h) read from the header, the Triton constants imported."""
+    import re
+    from pathlib import Path
+
+    from fusedopt.triton_kernels import _common as T
+
+    header = (Path(__file__).resolve().parents[1] / "csrc/cuda/device_table.h").read_text()
+    enum = header[header.index("enum Row"):header.index("};", header.index("enum Row"))]
+    values: dict[str, int] = {}
+    for name, expr in re.findall(r"(kRow\w+|kNumRows) = ([^,]+),", enum):
+        expr = expr.replace("math::kMaxStates", str(elementwise.MAX_STATES))
+        for known, v in values.items():
+            expr = re.sub(rf"\b{known}\b", str(v), expr)
+        values[name] = int(eval(expr, {}))  # small integer sums only
+    cuda = {"PARAM": values["kRowParam"], "GRAD": values["kRowGrad"],
+            "MASTER": values["kRowMaster"], "STEP": values["kRowStep"]}
+    cuda.update({f"STATE{i}": values["kRowState0"] + i for i in range(elementwise.MAX_STATES)})
+    triton = {k: getattr(T, f"ROW_{k}") for k in cuda}
+    assert triton == cuda
+    assert T.MAX_STATES == elementwise.MAX_STATES == values["kRowStep"] - values["kRowState0"]
 
 
 def _bucket(algo: str, param_dtype, state_dtype, master: bool, sizes, seed: int) -> Bucket:

@@ -181,7 +181,7 @@ def fake_backend(mutant: str) -> types.ModuleType:
     mod = types.ModuleType(f"fusedopt_mutant_{mutant}")
     mod.__dict__.update({k: v for k, v in vars(ref).items() if not k.startswith("__")})
     if mutant != "none":
-        for name in ("adam_step_", "adagrad_step_", "elementwise_step_"):
+        for name in ("adam_step_", "elementwise_step_"):
             setattr(mod, name, _mutate(getattr(ref, name), mutant))
     return mod
 

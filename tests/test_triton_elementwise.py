@@ -197,7 +197,7 @@ def test_mutant_fails_the_budget(monkeypatch, algo, old, new):
 @needs_interpreter
 def test_states_in_positional_rows():
     """An element-wise algorithm's i-th state is in table row ROW_STATE0 + i (Adan's four:
-    rows 4-7), other states of the bucket are not read; the fixed calls keep their rows."""
+    rows 3-6), other states of the bucket are not read; the fixed calls keep their rows."""
     from fusedopt.triton_kernels import _common as C
 
     problem = make_problem("adan", steps=1)

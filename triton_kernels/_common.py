@@ -48,41 +48,34 @@ from torch import Tensor
 
 from fusedopt.backends.bucket import is_dense, same_layout
 
-# ---------------------------------------------------------------- stats slots (fusedopt._stats)
-# The same numbers as python/fusedopt/_stats.py and csrc/include/fusedopt/stats.h.
-GRAD = 0
-GRAD_SQ = 0
-GRAD_NORM = 1
-FOUND_INF = 2
-CLIP_COEF = 3
-COEF = 4
-UPDATE_SQ = 5
-PARAM_SQ = 6
-STEP_GRAD_SQ = 7
-AUX = 8
-SCALE = 13
-ABC = 14
-MOMENTUM_SQ = 17
-LR_INVALID = 19
-NUM_SLOTS = 32
+# ---------------------------------------------------------------- stats slots
+# The one Python spelling of the slots (python/fusedopt/_stats.py; csrc/include/fusedopt/stats.h
+# is the C++ one, checked against it by tests/test_cpu_backend.py).
+from fusedopt._stats import (ABC, AUX, CLIP_COEF, COEF, FOUND_INF, GRAD, GRAD_NORM,  # noqa: E402
+                             GRAD_SQ, LR_INVALID, MOMENTUM_SQ, NUM_SLOTS, PARAM_SQ, SCALE,
+                             STEP_GRAD_SQ, UPDATE_SQ)
 
 #: clip_grad_norm_ adds this to the norm (fusedopt.reference.prologue.CLIP_EPS)
 CLIP_EPS = 1e-6
 
 # ---------------------------------------------------------------- pointer-table rows
+# The order of the CUDA core's device table (csrc/cuda/device_table.h, enum Row; checked by
+# tests/test_elementwise_native.py): param, grad, master, the states, step. The CUDA table's
+# last row (each grad's dtype code, for its norm pass over mixed dtypes) has no use here: a
+# Triton norm pass is one launch per grad dtype.
 ROW_PARAM = 0
 ROW_GRAD = 1
-ROW_STEP = 2
-ROW_MASTER = 3
-ROW_STATE0 = 4     # exp_avg, sum or momentum_buffer; an element-wise algorithm's first state
-ROW_STATE1 = 5     # exp_avg_sq
-ROW_STATE2 = 6     # max_exp_avg_sq
-ROW_STATE3 = 7     # an element-wise algorithm's fourth state (Adan's prev_grad)
+ROW_MASTER = 2
+ROW_STATE0 = 3     # exp_avg or momentum_buffer; an element-wise algorithm's first state
+ROW_STATE1 = 4     # exp_avg_sq
+ROW_STATE2 = 5     # max_exp_avg_sq
+ROW_STATE3 = 6     # an element-wise algorithm's fourth state (Adan's prev_grad)
+ROW_STEP = 7
 NUM_ROWS = 8
 #: state streams per param (fusedopt.reference.elementwise.MAX_STATES)
 MAX_STATES = ROW_STATE3 - ROW_STATE0 + 1
-#: the table row of every state stream of the fixed contract calls (adam, adagrad, sgd)
-STATE_ROWS = {"exp_avg": ROW_STATE0, "sum": ROW_STATE0, "momentum_buffer": ROW_STATE0,
+#: the table row of every state stream of the fixed contract calls (adam, sgd)
+STATE_ROWS = {"exp_avg": ROW_STATE0, "momentum_buffer": ROW_STATE0,
               "exp_avg_sq": ROW_STATE1, "max_exp_avg_sq": ROW_STATE2}
 
 

@@ -27,7 +27,6 @@ namespace fusedopt::cpu {
 bool supports_dtypes(DType param, DType grad, DType state, bool master);
 
 void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nthreads);
-void adagrad_step(const TensorTable& t, double* stats, const AdagradCall& call, int nthreads);
 void elementwise_step(const TensorTable& t, double* stats, const ElementwiseCall& call,
                       int nthreads);
 void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthreads);

@@ -8,7 +8,7 @@ namespace {
 
 #define FUSEDOPT_KERNEL_TABLE(ISA) \
   KernelTable {                                                                          \
-    #ISA, ISA::adam_loop, ISA::elementwise_loop, ISA::adagrad_loop, ISA::sgd_loop,       \
+    #ISA, ISA::adam_loop, ISA::elementwise_loop, ISA::sgd_loop,       \
         ISA::momentum_loop, ISA::prologue_loop                                           \
   }
 

@@ -22,7 +22,6 @@ struct KernelTable {
   const char* isa;
   void (*adam)(const AdamLoop&);
   void (*elementwise)(const ElementwiseLoop&);
-  void (*adagrad)(const AdagradLoop&);
   void (*sgd)(const SgdLoop&);
   void (*momentum)(const MomentumLoop&);
   void (*prologue)(const PrologueLoop&);
@@ -32,7 +31,6 @@ struct KernelTable {
   namespace ISA {                                 \
   void adam_loop(const AdamLoop&);                \
   void elementwise_loop(const ElementwiseLoop&);  \
-  void adagrad_loop(const AdagradLoop&);          \
   void sgd_loop(const SgdLoop&);                  \
   void momentum_loop(const MomentumLoop&);        \
   void prologue_loop(const PrologueLoop&);        \

@@ -44,8 +44,8 @@ struct Table {
 constexpr int kMaxSumsPerChunk = 3;
 
 /// Workspace doubles per tensor a table must provide: the per-tensor scalars of an update pass
-/// (Adam: step size, sqrt(bc2), decay; Adagrad: the decayed lr; an element-wise algorithm: up
-/// to math::kMaxScalars, math/elementwise.h).
+/// (Adam: step size, sqrt(bc2), decay; an element-wise algorithm such as Adagrad: up to
+/// math::kMaxScalars, math/elementwise.h).
 constexpr int kMaxScalarsPerTensor = math::kMaxScalars;
 
 /// What the CUDA runtime of this module sees: versions as CUDA encodes them (13000 = 13.0;
@@ -65,7 +65,6 @@ bool supports_dtypes(DType param, DType grad, DType state, bool master);
 // All of these enqueue work on `stream` and return; they throw std::invalid_argument on an
 // unsupported dtype combination and std::runtime_error when CUDA reports a launch error.
 void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t stream);
-void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintptr_t stream);
 void elementwise_step(const Table& t, double* stats, const ElementwiseCall& call,
                       uintptr_t stream);
 void sgd_step(const Table& t, double* stats, const SgdCall& call, uintptr_t stream);

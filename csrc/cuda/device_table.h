@@ -26,8 +26,8 @@
 namespace fusedopt::cuda {
 
 /// The rows of a table. Update passes fill param, grad, (master), the algorithm's states in the
-/// slot order of csrc/cpu/tensor_table.h (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq; Adagrad:
-/// sum; SGD family: momentum_buffer; an element-wise algorithm: its STATES) and step; the norm
+/// slot order of csrc/cpu/tensor_table.h (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq; SGD family:
+/// momentum_buffer; an element-wise algorithm (Adagrad: sum): its STATES) and step; the norm
 /// pass fills grad and dtype.
 enum Row : int {
   kRowParam = 0,

@@ -3,6 +3,7 @@
 // header under csrc/math/ and one line here (docs/adding-an-algorithm.md).
 #pragma once
 
+#include "math/adagrad.h"
 #include "math/adan.h"
 #include "math/lion.h"
 #include "math/schedule_free_adamw.h"
@@ -10,7 +11,8 @@
 #define FUSEDOPT_ELEMENTWISE_ALGORITHMS(X) \
   X(Lion)                                  \
   X(Adan)                                  \
-  X(ScheduleFreeAdamW)
+  X(ScheduleFreeAdamW)                     \
+  X(Adagrad)
 
 namespace fusedopt::math {
 

@@ -124,28 +124,6 @@ def _(params, grads, state0, state1, state2, state3, masters, steps, stats, algo
     return None
 
 
-# --------------------------------------------------------------------------- adagrad_step_
-@torch.library.custom_op("fusedopt::adagrad_step_",
-                         mutates_args=("params", "sums", "masters", "steps", "stats"))
-def adagrad_step_(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
-                  masters: list[Tensor], steps: list[Tensor], stats: Tensor, lr: float,
-                  lr_tensor: Optional[Tensor], lr_decay: float, eps: float, weight_decay: float,
-                  use_prologue: bool, telemetry: bool, backend: str,
-                  maximize: bool = False) -> None:
-    """Coordinate-wise Adagrad update of one bucket."""
-    b = _bucket("adagrad", backend, params, grads, steps, {"sum": sums}, masters)
-    backends.load(backend).adagrad_step_(b, stats, lr=_lr(lr, lr_tensor), lr_decay=lr_decay,
-                                         eps=eps, weight_decay=weight_decay,
-                                         use_prologue=use_prologue, telemetry=telemetry,
-                                         maximize=maximize)
-
-
-@adagrad_step_.register_fake
-def _(params, grads, sums, masters, steps, stats, lr, lr_tensor, lr_decay, eps, weight_decay,
-      use_prologue, telemetry, backend, maximize=False):
-    return None
-
-
 # --------------------------------------------------------------------------- sgd_step_
 @torch.library.custom_op("fusedopt::sgd_step_",
                          mutates_args=("params", "masters", "steps", "stats"))
@@ -235,18 +213,6 @@ class Kernels:
             self.backend.elementwise_step_(b, stats, algo=algo, lr=lr, hyper=hyper,
                                            use_prologue=use_prologue, telemetry=telemetry,
                                            maximize=maximize)
-
-    def adagrad_step_(self, b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue,
-                      telemetry, maximize: bool = False) -> None:
-        if torch.compiler.is_compiling():
-            lr_f, lr_t = _split_lr(lr)
-            torch.ops.fusedopt.adagrad_step_(
-                b.params, b.grads, b.states["sum"], b.masters or [], b.steps, stats, lr_f, lr_t,
-                lr_decay, eps, weight_decay, use_prologue, telemetry, self.name, maximize)
-        else:
-            self.backend.adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
-                                       weight_decay=weight_decay, use_prologue=use_prologue,
-                                       telemetry=telemetry, maximize=maximize)
 
     def sgd_step_(self, b: Bucket, stats, *, direction, use_prologue, telemetry,
                   maximize: bool = False) -> None:

@@ -31,13 +31,6 @@ struct AdamCall {
   bool maximize;         // ascend: the grad negated first
 };
 
-struct AdagradCall {
-  LearningRate lr;
-  double lr_decay, eps, weight_decay;
-  bool use_prologue, telemetry;
-  bool maximize;
-};
-
 struct SgdCall {
   bool momentum_direction;  // step along the momentum_buffer state instead of the grad
   bool use_prologue, telemetry;

@@ -81,17 +81,6 @@ def elementwise_step_(b: Bucket, stats: Tensor, *, algo: str, lr, hyper: tuple[f
                                       _native.num_threads())
 
 
-def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool,
-                  maximize: bool = False) -> None:
-    """Coordinate-wise Adagrad update of bucket ``b`` (contract)."""
-    table = _native.bucket_table(b, "adagrad")
-    lr_value, lr_ptr, lr_dtype = _native.lr_args(lr)
-    _native.native().adagrad_step(
-        table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, float(lr_decay), float(eps),
-        float(weight_decay), use_prologue, telemetry, maximize, _native.num_threads())
-
-
 def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,
               telemetry: bool, maximize: bool = False) -> None:
     """``p <- p - stats[SCALE] * d`` along the grad or the momentum (contract)."""

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from .. import _stats as S
-from ..reference.adagrad import adagrad_clr, adagrad_update
 from ..reference import elementwise
 from ..reference.adam_family import AdamHyper, adam_family_update, adam_step_scalars
 from ..reference.prologue import opmath_dtype, prologue
@@ -141,25 +140,6 @@ def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: boo
         ps.commit(b.states["exp_avg_sq"][i], new_v)
         if vmax_list is not None:
             ps.commit(vmax_list[i], new_vmax)
-        ps.advance(b.steps[i])
-    ps.finish()
-
-
-def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool,
-                  maximize: bool = False) -> None:
-    ps = _Pass(stats, use_prologue, telemetry, maximize, lr)
-    for i in range(len(b)):
-        op = opmath_dtype(b.params[i])
-        p = _load_param(b, i, op)
-        g = b.grads[i].detach().to(op)
-        s = b.states["sum"][i].to(op)
-        clr = adagrad_clr(ps.next_step(b.steps[i]), lr, lr_decay)
-        new_p, new_s = adagrad_update(p, g, s, clr=clr, eps=eps, weight_decay=weight_decay,
-                                      coef=ps.coef)
-        ps.observe(p, new_p, _g_eff(g, ps))
-        _store_param(b, i, new_p, ps)
-        ps.commit(b.states["sum"][i], new_s)
         ps.advance(b.steps[i])
     ps.finish()
 

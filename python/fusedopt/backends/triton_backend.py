@@ -98,13 +98,6 @@ def elementwise_step_(b: Bucket, stats, *, algo, lr, hyper, use_prologue, teleme
                                               maximize=maximize)
 
 
-def adagrad_step_(b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry,
-                  maximize=False):
-    _kernels("adagrad").adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
-                                      weight_decay=weight_decay, use_prologue=use_prologue,
-                                      telemetry=telemetry, maximize=maximize)
-
-
 def sgd_step_(b: Bucket, stats, *, direction, use_prologue, telemetry, maximize=False):
     _kernels("sgd").sgd_step_(b, stats, direction=direction, use_prologue=use_prologue,
                               telemetry=telemetry, maximize=maximize)

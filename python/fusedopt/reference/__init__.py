@@ -15,15 +15,14 @@ sits, how bias correction is computed, the order of operations the kernels follo
   from the above: the reference backend, :mod:`fusedopt.backends.reference_backend`
 """
 from .adam_family import VARIANTS, AdamHyper, adam_family_update, adam_step_scalars
-from .adagrad import adagrad_clr, adagrad_norm_scale, adagrad_update
+from .adagrad import adagrad_norm_scale
 from .adaml import adaml_abc, advance_adaml_state, init_adaml_state
 from .prologue import PrologueResult, clip_coefficient, opmath_dtype, prologue
 from .sgd_family import momentum_update, normalized_scale, scaled_sgd_update
 
 __all__ = [
-    "VARIANTS", "AdamHyper", "adam_family_update", "adam_step_scalars", "adagrad_clr",
-    "adagrad_norm_scale", "adagrad_update", "adaml_abc", "advance_adaml_state",
-    "init_adaml_state",
+    "VARIANTS", "AdamHyper", "adam_family_update", "adam_step_scalars", "adagrad_norm_scale",
+    "adaml_abc", "advance_adaml_state", "init_adaml_state",
     "PrologueResult", "clip_coefficient", "opmath_dtype", "prologue", "momentum_update",
     "normalized_scale", "scaled_sgd_update",
 ]
