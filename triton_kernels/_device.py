@@ -207,6 +207,100 @@ def masked_square(x, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
+def coef_and_skip(stats, count, USE_PROLOGUE: tl.constexpr, MAXIMIZE: tl.constexpr):
+    """(fp64 gradient coefficient, element count) of an update's chunk after the skip rule.
+
+    After a prologue the coefficient is stats[COEF] (AMP unscale x clip) and a found inf/nan
+    skips the chunk (count 0: no work at all, the finish kernel leaves the steps); maximize
+    negates it (exact: ``g * (-coef)`` is bitwise ``-(g * coef)``).
+    """
+    coef = f64(1.0)
+    if USE_PROLOGUE:
+        coef = tl.load(stats + SLOT_COEF)
+        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
+    if MAXIMIZE:
+        coef = -coef
+    return coef, count
+
+
+@triton.jit
+def step_and_lr(ptrs, n_tensors, tid, lr_ptr, lr, count, LR_FROM_PTR: tl.constexpr):
+    """(fp64 ``t = step + 1``, fp64 lr, element count) of tensor ``tid``'s chunk.
+
+    ``t`` is the step count plus one in fp32 (as torch counts), widened to fp64 for the
+    per-tensor scalars. A tensor lr (LR_FROM_PTR) that is NaN or negative skips the chunk
+    (count 0); the finish kernel flags it.
+    """
+    t = (tl.load(row_ptr(ptrs, ROW_STEP, n_tensors, tid, 0, tl.float32, False)) + 1.0)
+    t = t.to(tl.float64)
+    if LR_FROM_PTR:
+        lr64 = tl.load(lr_ptr).to(tl.float64)
+        count = tl.where(lr_rejected(lr64), 0, count)  # NaN or negative: skip, finish flags it
+    else:
+        lr64 = f64(lr)
+    return t, lr64, count
+
+
+@triton.jit
+def update_ptrs(ptrs, n_tensors, tid, start, PARAM: tl.constexpr, GRAD: tl.constexpr,
+                ALIGNED: tl.constexpr):
+    """The param, grad and fp32 master addresses of an update's chunk (the master row is read
+    only when the bucket has masters)."""
+    p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
+    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
+    master_ptr = row_ptr(ptrs, ROW_MASTER, n_tensors, tid, start, tl.float32, ALIGNED)
+    return p_ptr, g_ptr, master_ptr
+
+
+@triton.jit
+def load_param(p_ptr, master_ptr, offs, mask, OP: tl.constexpr, HAS_MASTER: tl.constexpr,
+               MASKED: tl.constexpr):
+    """A block of params in opmath: the fp32 masters when the bucket has them (re-seeded,
+    Note [master re-seed]), else the params upcast."""
+    if HAS_MASTER:
+        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)
+    else:
+        p = load_op(p_ptr, offs, mask, OP, MASKED)
+    return p
+
+
+@triton.jit
+def store_param(p_ptr, master_ptr, offs, new_p, mask, HAS_MASTER: tl.constexpr,
+                MASKED: tl.constexpr):
+    """Store a block of updated params (and their fp32 masters first, when there are any)."""
+    if HAS_MASTER:
+        store_as(master_ptr, offs, new_p, mask, MASKED)
+    store_as(p_ptr, offs, new_p, mask, MASKED)
+
+
+@triton.jit
+def telemetry_zeros(OP: tl.constexpr, BLOCK: tl.constexpr):
+    """The three per-lane telemetry accumulators of a chunk, in opmath."""
+    return (tl.zeros([BLOCK], dtype=OP), tl.zeros([BLOCK], dtype=OP),
+            tl.zeros([BLOCK], dtype=OP))
+
+
+@triton.jit
+def add_telemetry(acc_update, acc_param, acc_grad, new_p, p, g, mask, MASKED: tl.constexpr):
+    """Add one block's ``(p_new - p_old)^2``, ``p_new^2`` and ``g^2`` (``g`` already times the
+    coefficient) to the telemetry accumulators."""
+    acc_update += masked_square(new_p - p, mask, MASKED)
+    acc_param += masked_square(new_p, mask, MASKED)
+    acc_grad += masked_square(g, mask, MASKED)
+    return acc_update, acc_param, acc_grad
+
+
+@triton.jit
+def store_telemetry(partials, partials_stride, acc_update, acc_param, acc_grad):
+    """This chunk's three telemetry partial sums (fp64) in its fixed slot of each partials row
+    (summed in a fixed order by the finish kernel: no atomics)."""
+    cid = tl.program_id(0)
+    tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
+    tl.store(partials + partials_stride + cid, tl.sum(acc_param, axis=0).to(tl.float64))
+    tl.store(partials + 2 * partials_stride + cid, tl.sum(acc_grad, axis=0).to(tl.float64))
+
+
+@triton.jit
 def fixed_order_sum(ptr, n, BLOCK: tl.constexpr):
     """fp64 sum of ``ptr[0:n]`` in a fixed order (lane-wise over blocks, then one tree).
 

@@ -18,6 +18,7 @@ import triton
 
 from . import _common as C
 from ._device import INTERPRETED
+from .finish import finish_
 
 #: builds the kernel arguments of one launch from (tables, stats)
 ArgsFor = Callable[[C.Tables, torch.Tensor], dict[str, Any]]
@@ -97,3 +98,33 @@ def scratch_tables(like: C.Tables, n_tensors: int, numel: int) -> C.Tables:
     tables = C.build_tables(rows, like.chunk)
     tables.owned = rows
     return tables
+
+
+def update_modes(*, param: torch.dtype, grad: torch.dtype, use_prologue: bool, maximize: bool,
+                 has_master: bool, telemetry: bool, aligned: bool, chunk: int) -> dict[str, Any]:
+    """The ``tl.constexpr`` modes every update kernel (adam, sgd, element-wise) shares; opmath
+    follows the param dtype and the coefficient is applied after a prologue or for maximize."""
+    return dict(PARAM=C.torch_to_triton_dtype(param), GRAD=C.torch_to_triton_dtype(grad),
+                OP=C.torch_to_triton_dtype(C.opmath(param)), USE_PROLOGUE=use_prologue,
+                MAXIMIZE=maximize, USE_COEF=use_prologue or maximize, HAS_MASTER=has_master,
+                TELEMETRY=telemetry, ALIGNED=aligned, CHUNK=chunk)
+
+
+def table_args(t: C.Tables, stats: torch.Tensor, **scalars: Any) -> dict[str, Any]:
+    """The arguments every update kernel takes first (tables, stats, the partials rows and
+    their stride), then its own ``scalars``."""
+    partials = t.partial_sums()
+    return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
+                n_chunks=t.n_chunks, stats=stats, partials=partials,
+                partials_stride=partials.stride(0), **scalars)
+
+
+def update_and_finish(launch: Launcher, tables: C.Tables, stats: torch.Tensor, args_for: ArgsFor,
+                      modes: dict[str, Any], *, use_prologue: bool, telemetry: bool,
+                      lr_ptr: torch.Tensor | None = None) -> None:
+    """One update launch, then the finish kernel: the steps advance and, with telemetry, the
+    three partial sums are added to the stats (fixed order; a launch that sums is never tuned).
+    ``lr_ptr``: the tensor lr the kernel read (None: a float lr)."""
+    launch(tables, stats, args_for, modes, reduces=telemetry)
+    finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
+            n_sums=3 if telemetry else 0, lr_ptr=lr_ptr)

@@ -28,12 +28,12 @@ import triton
 import triton.language as tl
 
 from . import _common as C
-from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, ROW_STATE1, ROW_STATE2,
-                      ROW_STEP, SLOT_ABC, SLOT_COEF, SLOT_FOUND_INF, bind_helpers_for_interpreter,
-                      block_offsets, chunk_bounds, div_rn, f64, load_master, load_op,
-                      lr_rejected, masked_square, row_ptr, sqrt_rn, store_as)
-from ._launch import Launcher, chunk_size
-from .finish import finish_, lr_rejected_on_host
+from ._device import (ROW_STATE0, ROW_STATE1, ROW_STATE2, SLOT_ABC, add_telemetry,
+                      bind_helpers_for_interpreter, block_offsets, chunk_bounds, coef_and_skip,
+                      div_rn, f64, load_op, load_param, row_ptr, sqrt_rn, step_and_lr,
+                      store_as, store_param, store_telemetry, telemetry_zeros, update_ptrs)
+from ._launch import Launcher, chunk_size, table_args, update_and_finish, update_modes
+from .finish import lr_rejected_on_host
 
 ADAM = tl.constexpr(C.VARIANT_CODES["adam"])
 AMSGRAD = tl.constexpr(C.VARIANT_CODES["amsgrad"])
@@ -105,10 +105,7 @@ def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, co
                 DECAY: tl.constexpr, USE_COEF: tl.constexpr, USE_ABC: tl.constexpr,
                 HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
     """Load, update and store one block; add its telemetry squares to the accumulators."""
-    if HAS_MASTER:
-        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)  # Note [master re-seed]
-    else:
-        p = load_op(p_ptr, offs, mask, OP, MASKED)
+    p = load_param(p_ptr, master_ptr, offs, mask, OP, HAS_MASTER, MASKED)
     g = load_op(g_ptr, offs, mask, OP, MASKED)
     m = g  # placeholders for the states a variant does not have (never stored)
     vmax = g
@@ -120,20 +117,17 @@ def _adam_block(offs, mask, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, master_ptr, co
     new_p, m, v, vmax = adam_family_update(p, g, m, v, vmax, coef, wd, decay, one_m_beta1, beta2,
                                            one_m_beta2, eps, a, b, step_size, bc2_sqrt, VARIANT,
                                            DECAY, USE_COEF, USE_ABC)
-    if HAS_MASTER:
-        store_as(master_ptr, offs, new_p, mask, MASKED)
-    store_as(p_ptr, offs, new_p, mask, MASKED)
+    store_param(p_ptr, master_ptr, offs, new_p, mask, HAS_MASTER, MASKED)
     if VARIANT != RMSPROP:
         store_as(m_ptr, offs, m, mask, MASKED)
     store_as(v_ptr, offs, v, mask, MASKED)
     if VARIANT == AMSGRAD:
         store_as(vmax_ptr, offs, vmax, mask, MASKED)
     if TELEMETRY:
-        acc_update += masked_square(new_p - p, mask, MASKED)
-        acc_param += masked_square(new_p, mask, MASKED)
         if USE_COEF:
-            g = g * coef
-        acc_grad += masked_square(g, mask, MASKED)
+            g = g * coef  # the update scaled its own copy
+        acc_update, acc_param, acc_grad = add_telemetry(acc_update, acc_param, acc_grad, new_p,
+                                                        p, g, mask, MASKED)
     return acc_update, acc_param, acc_grad
 
 
@@ -149,13 +143,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
     """One chunk of one tensor: its fp64 step scalars, then its blocks (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
     # Per-tensor scalars in fp64 (adam_step_scalars), from t = step + 1 (fp32, as torch).
-    t = (tl.load(row_ptr(ptrs, ROW_STEP, n_tensors, tid, 0, tl.float32, False)) + 1.0)
-    t = t.to(tl.float64)
-    if LR_FROM_PTR:
-        lr64 = tl.load(lr_ptr).to(tl.float64)
-        count = tl.where(lr_rejected(lr64), 0, count)  # NaN or negative: skip, finish flags it
-    else:
-        lr64 = f64(lr)
+    t, lr64, count = step_and_lr(ptrs, n_tensors, tid, lr_ptr, lr, count, LR_FROM_PTR)
     b1 = f64(beta1)
     b2 = f64(beta2)
     if BIAS_CORRECTION:
@@ -174,18 +162,11 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
     step_size = div_rn(lr64 * c, bc1)
     bc2_sqrt = sqrt_rn(bc2)
     decay = 1.0 - lr64 * f64(weight_decay)
-    coef = f64(1.0)
-    if USE_PROLOGUE:
-        coef = tl.load(stats + SLOT_COEF)
-        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
-    if MAXIMIZE:
-        coef = -coef  # ascend: exact, g * (-coef) is bitwise -(g * coef)
-    p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
-    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
+    coef, count = coef_and_skip(stats, count, USE_PROLOGUE, MAXIMIZE)
+    p_ptr, g_ptr, master_ptr = update_ptrs(ptrs, n_tensors, tid, start, PARAM, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
     v_ptr = row_ptr(ptrs, ROW_STATE1, n_tensors, tid, start, STATE, ALIGNED)
     vmax_ptr = row_ptr(ptrs, ROW_STATE2, n_tensors, tid, start, STATE, ALIGNED)
-    master_ptr = row_ptr(ptrs, ROW_MASTER, n_tensors, tid, start, tl.float32, ALIGNED)
     # Everything below in opmath; the scalars are rounded once, as the reference's .to(op).
     s_coef = coef.to(OP)
     s_wd = f64(weight_decay).to(OP)
@@ -198,9 +179,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
     s_b = b.to(OP)
     s_step_size = step_size.to(OP)
     s_bc2_sqrt = bc2_sqrt.to(OP)
-    acc_update = tl.zeros([BLOCK], dtype=OP)
-    acc_param = tl.zeros([BLOCK], dtype=OP)
-    acc_grad = tl.zeros([BLOCK], dtype=OP)
+    acc_update, acc_param, acc_grad = telemetry_zeros(OP, BLOCK)
     # Full blocks unmasked (vector loads when ALIGNED), then one masked tail block.
     # (A while loop: Note [interpreter loops] in _device.)
     full_end = (count // BLOCK) * BLOCK
@@ -221,10 +200,7 @@ def _adam_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, par
             s_step_size, s_bc2_sqrt, acc_update, acc_param, acc_grad, OP, VARIANT, DECAY,
             USE_COEF, USE_ABC, HAS_MASTER, TELEMETRY, True)
     if TELEMETRY:
-        cid = tl.program_id(0)
-        tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
-        tl.store(partials + partials_stride + cid, tl.sum(acc_param, axis=0).to(tl.float64))
-        tl.store(partials + 2 * partials_stride + cid, tl.sum(acc_grad, axis=0).to(tl.float64))
+        store_telemetry(partials, partials_stride, acc_update, acc_param, acc_grad)
 
 
 _LAUNCH = Launcher(_adam_kernel, [
@@ -244,25 +220,20 @@ def adam_step_(b, stats: torch.Tensor, *, lr, hp, use_prologue: bool, use_abc: b
         decay = C.DECAY_NONE
     else:
         decay = C.DECAY_COUPLED if hp.decay == "coupled" else C.DECAY_DECOUPLED
-    modes = dict(
-        PARAM=C.torch_to_triton_dtype(b.param_dtype), GRAD=C.torch_to_triton_dtype(b.grad_dtype),
-        STATE=C.torch_to_triton_dtype(b.states["exp_avg_sq"][0].dtype),
-        OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), VARIANT=C.VARIANT_CODES[hp.variant],
-        DECAY=decay, BIAS_CORRECTION=hp.bias_correction and hp.variant != "rmsprop",
-        USE_PROLOGUE=use_prologue, MAXIMIZE=maximize, USE_COEF=use_prologue or maximize,
-        USE_ABC=use_abc, HAS_MASTER=b.masters is not None,
-        LR_FROM_PTR=lr_from_ptr, TELEMETRY=telemetry, ALIGNED=tables.aligned, CHUNK=tables.chunk)
+    modes = update_modes(param=b.param_dtype, grad=b.grad_dtype, use_prologue=use_prologue,
+                         maximize=maximize, has_master=b.masters is not None,
+                         telemetry=telemetry, aligned=tables.aligned, chunk=tables.chunk)
+    modes.update(STATE=C.torch_to_triton_dtype(b.states["exp_avg_sq"][0].dtype),
+                 VARIANT=C.VARIANT_CODES[hp.variant], DECAY=decay,
+                 BIAS_CORRECTION=hp.bias_correction and hp.variant != "rmsprop",
+                 USE_ABC=use_abc, LR_FROM_PTR=lr_from_ptr)
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:
-        partials = t.partial_sums()
-        return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
-                    n_chunks=t.n_chunks, stats=s, partials=partials,
-                    partials_stride=partials.stride(0), lr_ptr=lr_ptr, lr=lr_value,
-                    beta1=hp.beta1, beta2=hp.beta2, eps=hp.eps, weight_decay=hp.weight_decay)
+        return table_args(t, s, lr_ptr=lr_ptr, lr=lr_value, beta1=hp.beta1, beta2=hp.beta2,
+                          eps=hp.eps, weight_decay=hp.weight_decay)
 
-    _LAUNCH(tables, stats, args_for, modes, reduces=telemetry)
-    finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
-            n_sums=3 if telemetry else 0, lr_ptr=lr_ptr if lr_from_ptr else None)
+    update_and_finish(_LAUNCH, tables, stats, args_for, modes, use_prologue=use_prologue,
+                      telemetry=telemetry, lr_ptr=lr_ptr if lr_from_ptr else None)
 
 
 bind_helpers_for_interpreter(globals())  # Note [interpreter helper calls]

@@ -39,12 +39,12 @@ import triton.language as tl
 from fusedopt.reference import elementwise as spec
 
 from . import _common as C
-from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, ROW_STATE1, ROW_STATE2,
-                      ROW_STATE3, ROW_STEP, SLOT_COEF, SLOT_FOUND_INF,
-                      bind_helpers_for_interpreter, block_offsets, chunk_bounds, f64, load_master,
-                      load_op, lr_rejected, masked_square, row_ptr, store_as)
-from ._launch import Launcher, chunk_size
-from .finish import finish_, lr_rejected_on_host
+from ._device import (ROW_STATE0, ROW_STATE1, ROW_STATE2, ROW_STATE3, add_telemetry,
+                      bind_helpers_for_interpreter, block_offsets, chunk_bounds, coef_and_skip,
+                      f64, load_op, load_param, row_ptr, step_and_lr, store_as, store_param,
+                      store_telemetry, telemetry_zeros, update_ptrs)
+from ._launch import Launcher, chunk_size, table_args, update_and_finish, update_modes
+from .finish import lr_rejected_on_host
 
 assert C.MAX_STATES == spec.MAX_STATES, "table rows and the element-wise state limit differ"
 MAX_HYPER = spec.MAX_HYPER
@@ -108,10 +108,7 @@ def _elementwise_block(offs, mask, p_ptr, g_ptr, master_ptr, state_ptrs, s, coef
                        USE_COEF: tl.constexpr, HAS_MASTER: tl.constexpr,
                        TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
     """Load, update and store one block; add its telemetry squares to the accumulators."""
-    if HAS_MASTER:
-        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)  # Note [master re-seed]
-    else:
-        p = load_op(p_ptr, offs, mask, OP, MASKED)
+    p = load_param(p_ptr, master_ptr, offs, mask, OP, HAS_MASTER, MASKED)
     g = load_op(g_ptr, offs, mask, OP, MASKED)
     if USE_COEF:
         g = g * coef  # AMP unscale x clip, negated for maximize: before anything else
@@ -119,15 +116,12 @@ def _elementwise_block(offs, mask, p_ptr, g_ptr, master_ptr, state_ptrs, s, coef
     for i in tl.static_range(len(state_ptrs)):
         states = states + (load_op(state_ptrs[i], offs, mask, OP, MASKED),)
     new_p, states = UPDATE(p, g, states, s)
-    if HAS_MASTER:
-        store_as(master_ptr, offs, new_p, mask, MASKED)
-    store_as(p_ptr, offs, new_p, mask, MASKED)
+    store_param(p_ptr, master_ptr, offs, new_p, mask, HAS_MASTER, MASKED)
     for i in tl.static_range(len(state_ptrs)):
         store_as(state_ptrs[i], offs, states[i], mask, MASKED)
     if TELEMETRY:
-        acc_update += masked_square(new_p - p, mask, MASKED)
-        acc_param += masked_square(new_p, mask, MASKED)
-        acc_grad += masked_square(g, mask, MASKED)
+        acc_update, acc_param, acc_grad = add_telemetry(acc_update, acc_param, acc_grad, new_p,
+                                                        p, g, mask, MASKED)
     return acc_update, acc_param, acc_grad
 
 
@@ -146,33 +140,17 @@ def _elementwise_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partia
                         BLOCK: tl.constexpr):
     """One chunk of one tensor: the algorithm's fp64 scalars, then its blocks."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
-    # t = step + 1 in fp32 (as torch counts), widened to fp64 for the scalars
-    t = (tl.load(row_ptr(ptrs, ROW_STEP, n_tensors, tid, 0, tl.float32, False)) + 1.0)
-    t = t.to(tl.float64)
-    if LR_FROM_PTR:
-        lr64 = tl.load(lr_ptr).to(tl.float64)
-        count = tl.where(lr_rejected(lr64), 0, count)  # NaN or negative: skip, finish flags it
-    else:
-        lr64 = f64(lr)
-    coef = f64(1.0)
-    if USE_PROLOGUE:
-        coef = tl.load(stats + SLOT_COEF)
-        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
-    if MAXIMIZE:
-        coef = -coef  # ascend: exact, g * (-coef) is bitwise -(g * coef)
+    t, lr64, count = step_and_lr(ptrs, n_tensors, tid, lr_ptr, lr, count, LR_FROM_PTR)
+    coef, count = coef_and_skip(stats, count, USE_PROLOGUE, MAXIMIZE)
     h = (f64(h0), f64(h1), f64(h2), f64(h3), f64(h4), f64(h5), f64(h6), f64(h7))
     s64 = SCALARS(t, lr64, h)
     tl.static_assert(len(s64) == N_SCALARS, "scalars() returns N_SCALARS values")
     s = _to_opmath(s64, OP)  # rounded once, as the reference's .to(op)
     s_coef = coef.to(OP)
-    p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
-    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
-    master_ptr = row_ptr(ptrs, ROW_MASTER, n_tensors, tid, start, tl.float32, ALIGNED)
+    p_ptr, g_ptr, master_ptr = update_ptrs(ptrs, n_tensors, tid, start, PARAM, GRAD, ALIGNED)
     state_ptrs = _state_ptrs(ptrs, n_tensors, tid, start, STATE0, STATE1, STATE2, STATE3,
                              N_STATES, ALIGNED)
-    acc_update = tl.zeros([BLOCK], dtype=OP)
-    acc_param = tl.zeros([BLOCK], dtype=OP)
-    acc_grad = tl.zeros([BLOCK], dtype=OP)
+    acc_update, acc_param, acc_grad = telemetry_zeros(OP, BLOCK)
     # Full blocks unmasked (vector loads when ALIGNED), then one masked tail block.
     # (A while loop: Note [interpreter loops] in _device.)
     full_end = (count // BLOCK) * BLOCK
@@ -189,10 +167,7 @@ def _elementwise_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partia
             offs, offs < count, p_ptr, g_ptr, master_ptr, state_ptrs, s, s_coef, acc_update,
             acc_param, acc_grad, UPDATE, OP, USE_COEF, HAS_MASTER, TELEMETRY, True)
     if TELEMETRY:
-        cid = tl.program_id(0)
-        tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
-        tl.store(partials + partials_stride + cid, tl.sum(acc_param, axis=0).to(tl.float64))
-        tl.store(partials + 2 * partials_stride + cid, tl.sum(acc_grad, axis=0).to(tl.float64))
+        store_telemetry(partials, partials_stride, acc_update, acc_param, acc_grad)
 
 
 MODE_NAMES = [
@@ -228,13 +203,11 @@ def modes_for(algo: str, state_dtypes: list[torch.dtype], *, param: torch.dtype,
     dts = [C.torch_to_triton_dtype(d) for d in state_dtypes]
     dts += [tl.float32] * (C.MAX_STATES - len(dts))  # rows past N_STATES: never read
     return dict(
+        update_modes(param=param, grad=grad, use_prologue=use_prologue, maximize=maximize,
+                     has_master=has_master, telemetry=telemetry, aligned=aligned, chunk=chunk),
         SCALARS=kern.scalars, UPDATE=kern.update, N_SCALARS=ref.N_SCALARS,
-        N_STATES=len(ref.STATES), PARAM=C.torch_to_triton_dtype(param),
-        GRAD=C.torch_to_triton_dtype(grad), STATE0=dts[0], STATE1=dts[1], STATE2=dts[2],
-        STATE3=dts[3], OP=C.torch_to_triton_dtype(C.opmath(param)),
-        USE_PROLOGUE=use_prologue, MAXIMIZE=maximize, USE_COEF=use_prologue or maximize,
-        HAS_MASTER=has_master, LR_FROM_PTR=lr_from_ptr, TELEMETRY=telemetry, ALIGNED=aligned,
-        CHUNK=chunk)
+        N_STATES=len(ref.STATES), STATE0=dts[0], STATE1=dts[1], STATE2=dts[2], STATE3=dts[3],
+        LR_FROM_PTR=lr_from_ptr)
 
 
 def elementwise_step_(b, stats: torch.Tensor, *, algo: str, lr, hyper: tuple[float, ...],
@@ -259,15 +232,12 @@ def elementwise_step_(b, stats: torch.Tensor, *, algo: str, lr, hyper: tuple[flo
     padded = hyper + (0.0,) * (MAX_HYPER - len(hyper))
 
     def args_for(t: C.Tables, s: torch.Tensor) -> dict:
-        partials = t.partial_sums()
-        return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
-                    n_chunks=t.n_chunks, stats=s, partials=partials,
-                    partials_stride=partials.stride(0), lr_ptr=lr_ptr, lr=lr_value,
-                    **{f"h{i}": v for i, v in enumerate(padded)})
+        return table_args(t, s, lr_ptr=lr_ptr, lr=lr_value,
+                          **{f"h{i}": v for i, v in enumerate(padded)})
 
-    _LAUNCH[C.opmath(b.param_dtype)](tables, stats, args_for, modes, reduces=telemetry)
-    finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
-            n_sums=3 if telemetry else 0, lr_ptr=lr_ptr if lr_from_ptr else None)
+    update_and_finish(_LAUNCH[C.opmath(b.param_dtype)], tables, stats, args_for, modes,
+                      use_prologue=use_prologue, telemetry=telemetry,
+                      lr_ptr=lr_ptr if lr_from_ptr else None)
 
 
 bind_helpers_for_interpreter(globals())  # Note [interpreter helper calls]

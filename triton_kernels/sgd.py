@@ -19,10 +19,11 @@ import triton
 import triton.language as tl
 
 from . import _common as C
-from ._device import (ROW_GRAD, ROW_MASTER, ROW_PARAM, ROW_STATE0, SLOT_COEF, SLOT_FOUND_INF,
-                      SLOT_SCALE, bind_helpers_for_interpreter, block_offsets, chunk_bounds, f64,
-                      load_master, load_op, masked_square, row_ptr, store_as)
-from ._launch import Launcher, chunk_size
+from ._device import (ROW_GRAD, ROW_STATE0, SLOT_SCALE, add_telemetry,
+                      bind_helpers_for_interpreter, block_offsets, chunk_bounds, coef_and_skip,
+                      f64, load_op, load_param, masked_square, row_ptr, store_as, store_param,
+                      store_telemetry, telemetry_zeros, update_ptrs)
+from ._launch import Launcher, chunk_size, table_args, update_and_finish, update_modes
 from .finish import finish_
 
 
@@ -45,10 +46,7 @@ def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_upd
                acc_grad, OP: tl.constexpr, MOMENTUM: tl.constexpr, USE_COEF: tl.constexpr,
                HAS_MASTER: tl.constexpr, TELEMETRY: tl.constexpr, MASKED: tl.constexpr):
     """Load, update and store one block; add its telemetry squares to the accumulators."""
-    if HAS_MASTER:
-        p = load_master(master_ptr, p_ptr, offs, mask, MASKED)  # Note [master re-seed]
-    else:
-        p = load_op(p_ptr, offs, mask, OP, MASKED)
+    p = load_param(p_ptr, master_ptr, offs, mask, OP, HAS_MASTER, MASKED)
     g = p  # placeholder when the grad is not read (never used then)
     if not MOMENTUM or TELEMETRY:
         g = load_op(g_ptr, offs, mask, OP, MASKED)
@@ -59,13 +57,10 @@ def _sgd_block(offs, mask, p_ptr, g_ptr, m_ptr, master_ptr, coef, scale, acc_upd
     else:
         d = g
     new_p = scaled_sgd_update(p, d, scale)
-    if HAS_MASTER:
-        store_as(master_ptr, offs, new_p, mask, MASKED)
-    store_as(p_ptr, offs, new_p, mask, MASKED)
+    store_param(p_ptr, master_ptr, offs, new_p, mask, HAS_MASTER, MASKED)
     if TELEMETRY:
-        acc_update += masked_square(new_p - p, mask, MASKED)
-        acc_param += masked_square(new_p, mask, MASKED)
-        acc_grad += masked_square(g, mask, MASKED)
+        acc_update, acc_param, acc_grad = add_telemetry(acc_update, acc_param, acc_grad, new_p,
+                                                        p, g, mask, MASKED)
     return acc_update, acc_param, acc_grad
 
 
@@ -77,21 +72,12 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
                 ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """One chunk of one tensor: ``p <- p - s d`` (Note [pointer tables])."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
-    coef = f64(1.0)
-    if USE_PROLOGUE:
-        coef = tl.load(stats + SLOT_COEF)
-        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
-    if MAXIMIZE:
-        coef = -coef  # ascend: exact, g * (-coef) is bitwise -(g * coef)
-    p_ptr = row_ptr(ptrs, ROW_PARAM, n_tensors, tid, start, PARAM, ALIGNED)
-    g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
+    coef, count = coef_and_skip(stats, count, USE_PROLOGUE, MAXIMIZE)
+    p_ptr, g_ptr, master_ptr = update_ptrs(ptrs, n_tensors, tid, start, PARAM, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
-    master_ptr = row_ptr(ptrs, ROW_MASTER, n_tensors, tid, start, tl.float32, ALIGNED)
     s_coef = coef.to(OP)
     s_scale = tl.load(stats + SLOT_SCALE).to(OP)
-    acc_update = tl.zeros([BLOCK], dtype=OP)
-    acc_param = tl.zeros([BLOCK], dtype=OP)
-    acc_grad = tl.zeros([BLOCK], dtype=OP)
+    acc_update, acc_param, acc_grad = telemetry_zeros(OP, BLOCK)
     # Full blocks unmasked, then one masked tail (a while loop: Note [interpreter loops]).
     full_end = (count // BLOCK) * BLOCK
     off = 0
@@ -107,10 +93,7 @@ def _sgd_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials, part
             offs, offs < count, p_ptr, g_ptr, m_ptr, master_ptr, s_coef, s_scale, acc_update,
             acc_param, acc_grad, OP, MOMENTUM, USE_COEF, HAS_MASTER, TELEMETRY, True)
     if TELEMETRY:
-        cid = tl.program_id(0)
-        tl.store(partials + cid, tl.sum(acc_update, axis=0).to(tl.float64))
-        tl.store(partials + partials_stride + cid, tl.sum(acc_param, axis=0).to(tl.float64))
-        tl.store(partials + 2 * partials_stride + cid, tl.sum(acc_grad, axis=0).to(tl.float64))
+        store_telemetry(partials, partials_stride, acc_update, acc_param, acc_grad)
 
 
 @triton.jit
@@ -131,12 +114,8 @@ def _momentum_kernel(ptrs, numels, chunks, n_tensors, n_chunks, stats, partials,
                      ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """One chunk of one tensor: the new momentum and its partial ``sum(m^2)``."""
     tid, start, count = chunk_bounds(chunks, numels, n_chunks, CHUNK)
-    coef = f64(1.0)
-    if USE_PROLOGUE:
-        coef = tl.load(stats + SLOT_COEF)
-        count = tl.where(tl.load(stats + SLOT_FOUND_INF) != 0, 0, count)  # skip: no work at all
-    if MAXIMIZE:
-        coef = -coef  # ascend: the momentum accumulates the negated grads
+    # (maximize: the momentum accumulates the negated grads)
+    coef, count = coef_and_skip(stats, count, USE_PROLOGUE, MAXIMIZE)
     g_ptr = row_ptr(ptrs, ROW_GRAD, n_tensors, tid, start, GRAD, ALIGNED)
     m_ptr = row_ptr(ptrs, ROW_STATE0, n_tensors, tid, start, STATE, ALIGNED)
     s_coef = coef.to(OP)
@@ -174,23 +153,13 @@ def sgd_step_(b, stats: torch.Tensor, *, direction: str, use_prologue: bool,
               telemetry: bool, maximize: bool = False) -> None:
     """The kernel contract's ``sgd_step_`` (:mod:`fusedopt.backends`): update, then finish."""
     tables = C.bucket_tables(b, chunk_size())
-    modes = dict(
-        PARAM=C.torch_to_triton_dtype(b.param_dtype), GRAD=C.torch_to_triton_dtype(b.grad_dtype),
-        STATE=C.torch_to_triton_dtype(_state_dtype(b)),
-        OP=C.torch_to_triton_dtype(C.opmath(b.param_dtype)), MOMENTUM=direction == "momentum",
-        USE_PROLOGUE=use_prologue, MAXIMIZE=maximize, USE_COEF=use_prologue or maximize,
-        HAS_MASTER=b.masters is not None, TELEMETRY=telemetry,
-        ALIGNED=tables.aligned, CHUNK=tables.chunk)
-
-    def args_for(t: C.Tables, s: torch.Tensor) -> dict:
-        partials = t.partial_sums()
-        return dict(ptrs=t.ptrs, numels=t.numels, chunks=t.chunks, n_tensors=t.n_tensors,
-                    n_chunks=t.n_chunks, stats=s, partials=partials,
-                    partials_stride=partials.stride(0))
-
-    _SGD(tables, stats, args_for, modes, reduces=telemetry)
-    finish_(tables, stats, use_prologue=use_prologue, advance_steps=True,
-            n_sums=3 if telemetry else 0)
+    modes = update_modes(param=b.param_dtype, grad=b.grad_dtype, use_prologue=use_prologue,
+                         maximize=maximize, has_master=b.masters is not None,
+                         telemetry=telemetry, aligned=tables.aligned, chunk=tables.chunk)
+    modes.update(STATE=C.torch_to_triton_dtype(_state_dtype(b)),
+                 MOMENTUM=direction == "momentum")
+    update_and_finish(_SGD, tables, stats, table_args, modes, use_prologue=use_prologue,
+                      telemetry=telemetry)
 
 
 def momentum_step_(b, stats: torch.Tensor, *, rho: float, use_prologue: bool,
