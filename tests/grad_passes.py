@@ -31,7 +31,7 @@ import fusedopt
 _CONTRACT_GRADS: dict[str, Callable[..., list[Tensor] | None]] = {
     "grad_prologue_": lambda grads, *a, compute_norm, **kw: grads if compute_norm else None,
     "adam_step_": lambda b, *a, **kw: b.grads,
-    "adagrad_step_": lambda b, *a, **kw: b.grads,
+    "elementwise_step_": lambda b, *a, **kw: b.grads,
     "momentum_step_": lambda b, *a, **kw: b.grads,
     # along the momentum the SGD pass reads no grad (unless telemetry sums (coef g)^2)
     "sgd_step_": lambda b, *a, direction, telemetry, **kw: (

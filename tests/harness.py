@@ -14,6 +14,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -167,6 +168,8 @@ class RunResult:
 
 def _lr_of(info: AlgoInfo, tensor_lr: bool, device) -> float | Tensor:
     lr = info.kwargs["lr"]
+    if tensor_lr and not info.tensor_lr:
+        pytest.skip(f"{info.name} refuses a tensor lr (AlgoInfo.tensor_lr)")
     return torch.tensor(lr, dtype=torch.float32, device=device) if tensor_lr else lr
 
 
@@ -236,6 +239,8 @@ def run(info: AlgoInfo, backend: str, problem: Problem, dtypes: DtypeCase, mode:
                 if all(key in opt.state[p] for p in params):
                     streams[key] = [opt.state[p][key] for p in params]
             advance_trajectories(traj, streams)
+    if traj is not None:
+        _difference_peaks(info, traj)
     states: dict[str, list[Tensor]] = {}
     for key in info.state_keys:
         states[key] = [opt.state[p][key].detach().clone() for p in params]
@@ -245,6 +250,20 @@ def run(info: AlgoInfo, backend: str, problem: Problem, dtypes: DtypeCase, mode:
         masters = [opt.state[p]["master_param"].detach().clone() for p in params]
     return RunResult([p.detach().clone() for p in params], states, steps_out, stats, opt,
                      masters, traj)
+
+
+def _difference_peaks(info: AlgoInfo, traj: dict[str, Trajectory]) -> None:
+    """A state that averages differences of another stream (``AlgoInfo.difference_of``: Adan's
+    exp_avg_diff, from g_t - g_{t-1}) is written from operands of that stream's size, however
+    small the difference: a clip coefficient an ulp off at one step but not the next (a norm
+    summed in another order) rounds g * coef the other way, which moves the difference by an
+    ulp of g, and the state by (1 - beta) of that, decaying by beta per step after: in all
+    about an ulp or two of g. (The naive runs' clip perturbations are the same at every step,
+    and cancel in the difference.) Its peak is the larger of its own and the operand's."""
+    for key, operand in info.difference_of.items():
+        if key in traj and operand in traj:
+            traj[key].peak = [torch.maximum(a, b) for a, b in zip(traj[key].peak,
+                                                                  traj[operand].peak)]
 
 
 #: The floor of multi-step comparisons, in ulps of the storage dtype at an element's peak: an

@@ -225,6 +225,11 @@ def _drive_lists(algo, backend, dtype, extra, scaler_kind, *, clip=None, explici
     scales = []
     for t in range(STEPS):
         if scaler is None and t in OVERFLOW:
+            if isinstance(opt, fusedopt.ScheduleFreeAdamW):
+                # its schedule (k, weight_sum) is host-side: a step skipped on the device
+                # still advances it, with no host read (docs/algorithms.md#schedule-free-adamw)
+                for group in opt.param_groups:
+                    opt._advance_schedule(group)
             continue
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
 
@@ -326,7 +331,10 @@ def test_fused_clip_within_budget_of_unscale_then_clip_grad_norm(algo, backend):
 #: value, so no sync on CUDA either): the Triton backend builds its pointer and chunk tables on
 #: the host (``repeat_interleave``, an alignment check) once per tensor signature, then copies
 #: them over
-HOST_ONLY_READS = (("triton_kernels/_common.py", "build_tables"),)
+HOST_ONLY_READS = (("triton_kernels/_common.py", "build_tables"),
+                   # the reference's IEEE fp64 sqrt goes through numpy, for CPU tensors only
+                   # (a device tensor takes torch.sqrt): no device value reaches the host
+                   ("fusedopt/reference/prologue.py", "ieee_sqrt"))
 
 
 def _amp_iteration(opt, params, scaler, t: int):

@@ -95,6 +95,8 @@ class Run:
         if mode in ("telemetry", "clip_amp"):
             kw["telemetry"] = True
         if mode == "tensor_lr":
+            if not algo.tensor_lr:
+                pytest.skip(f"{algo.name} refuses a tensor lr (AlgoInfo.tensor_lr)")
             kw["lr"] = torch.tensor(algo.kwargs["lr"], dtype=torch.float32)
         if algo.has_moments and dtype != torch.float64:
             kw["state_dtype"] = state_dtype

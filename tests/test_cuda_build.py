@@ -29,10 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 ARCHS = os.environ.get("FUSEDOPT_CUDA_CHECK_ARCHS", "90")
 
+#: the element-wise algorithms listed in csrc/math/algorithms.h (one X(...) line each)
+ELEMENTWISE = re.findall(r"^\s*X\((\w+)\)", (ROOT / "csrc" / "math" / "algorithms.h").read_text(),
+                         re.MULTILINE)
+
 #: kernels per architecture, from the manifest (csrc/dispatch/switch.h: 2 fp32, 2 fp64, 8 bf16
 #: and 8 fp16 storage combinations) and the compile-time modes of each family
 EXPECTED_KERNELS = {
     "adam_kernel": 20 * 5 * 2 * 2,      # x AdamKind x Decay x telemetry
+    "elementwise_kernel": 20 * len(ELEMENTWISE) * 2,  # x algorithm x telemetry
+    "elementwise_scalars_kernel": 1,
     "adagrad_kernel": 20 * 2 * 2,       # x coupled decay x telemetry
     "sgd_kernel": 20 * 2 * 2,           # x momentum direction x telemetry
     "momentum_kernel": 20,

@@ -53,6 +53,8 @@ ADAM_HP = {
     "yogi": AdamHyper(0.9, 0.99, 1e-3, 0.0, "yogi", "decoupled", True),
 }
 ADAGRAD = dict(lr_decay=1e-3, eps=1e-10, weight_decay=0.05)
+#: the same in the order of fusedopt.reference.adagrad.HYPER (lr_decay, eps, weight_decay)
+ADAGRAD_HYPER = (ADAGRAD["lr_decay"], ADAGRAD["eps"], ADAGRAD["weight_decay"])
 ALGOS = list(ADAM_HP) + ["adagrad", "sgd", "nsgdm"]
 LR = 1e-2
 RHO = 0.1
@@ -159,8 +161,8 @@ def step(k: Kernels, algo: str, b: Bucket, stats: torch.Tensor, *, lr=LR, maximi
         k.adam_step_(b, stats, lr=lr, hp=ADAM_HP[algo], use_prologue=use_prologue,
                      use_abc=False, telemetry=telemetry, **kw)
     elif algo == "adagrad":
-        k.adagrad_step_(b, stats, lr=lr, **ADAGRAD, use_prologue=use_prologue,
-                        telemetry=telemetry, **kw)
+        k.elementwise_step_(b, stats, algo="adagrad", lr=lr, hyper=ADAGRAD_HYPER,
+                            use_prologue=use_prologue, telemetry=telemetry, **kw)
     elif algo == "sgd":
         k.sgd_step_(b, stats, direction="grad", use_prologue=use_prologue, telemetry=telemetry,
                     **kw)
@@ -566,9 +568,10 @@ def test_custom_ops_carry_maximize(backend):
                           (n.params, n.grads, [], [], n.steps, new_stats(), "grad", False, True,
                            backend), {"maximize": True})
     ad = make_bucket("adagrad", torch.float32)
-    torch.library.opcheck(torch.ops.fusedopt.adagrad_step_.default,
-                          (ad.params, ad.grads, ad.states["sum"], [], ad.steps, new_stats(), LR,
-                           torch.tensor(LR), 1e-3, 1e-10, 0.0, False, True, backend),
+    torch.library.opcheck(torch.ops.fusedopt.elementwise_step_.default,
+                          (ad.params, ad.grads, ad.states["sum"], [], [], [], [], ad.steps,
+                           new_stats(), "adagrad", LR, torch.tensor(LR), [1e-3, 1e-10, 0.0],
+                           False, True, backend),
                           {"maximize": True})
 
 

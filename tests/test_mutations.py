@@ -20,7 +20,9 @@ with bf16 moments for the 16-bit store of fp32 params) and mode (plain, clip, cl
 master weights for 16-bit params), and ``harness.assert_within_budget`` must raise. The
 unmutated fake (``none``: the same wrapping, no bug) must pass, so a caught mutant is the
 budget's doing, not a broken setup. ``truncate_16bit`` applies where a 16-bit store exists.
-``no_weight_decay`` is also run on Adagrad.
+``no_weight_decay`` is also run on Adagrad, and every mutant on the element-wise algorithms
+(Lion, Adan, Schedule-Free AdamW; ``swap_betas`` and ``no_weight_decay`` act on their HYPER
+tuple by name) in fp32 and in bf16 with master weights under AMP and clipping.
 
 The 16-bit runs use a larger lr and more steps, so that an update spans many ulps of the
 param: at the registry's lr (1e-2) an AdamW update is about one bf16 ulp of a unit param, and
@@ -42,6 +44,7 @@ import torch
 
 from fusedopt import backends
 from fusedopt.backends import reference_backend as ref
+from fusedopt.reference import elementwise
 from fusedopt.registry import ALGORITHMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,6 +125,11 @@ def _kept(tensors: list[torch.Tensor]):
         t.copy_(s)
 
 
+def _hyper(kw: dict) -> dict[str, float]:
+    """An element-wise call's hyperparameters by name (fusedopt.reference.elementwise)."""
+    return dict(zip(elementwise.spec(kw["algo"]).HYPER, kw["hyper"]))
+
+
 def _mutate(update, mutant: str):
     """``update`` (a reference update function) with the bug ``mutant``."""
 
@@ -129,10 +137,20 @@ def _mutate(update, mutant: str):
         if mutant == "lr_x1.5":
             kw["lr"] = kw["lr"] * 1.5
         elif mutant == "swap_betas":
-            kw["hp"] = dataclasses.replace(kw["hp"], beta1=kw["hp"].beta2, beta2=kw["hp"].beta1)
+            if "hp" in kw:
+                kw["hp"] = dataclasses.replace(kw["hp"], beta1=kw["hp"].beta2,
+                                               beta2=kw["hp"].beta1)
+            else:  # an element-wise algorithm's HYPER tuple
+                h = _hyper(kw)
+                h["beta1"], h["beta2"] = h["beta2"], h["beta1"]
+                kw["hyper"] = tuple(h.values())
         elif mutant == "no_weight_decay":
             if "hp" in kw:
                 kw["hp"] = dataclasses.replace(kw["hp"], weight_decay=0.0)
+            elif "hyper" in kw:
+                h = _hyper(kw)
+                h["weight_decay"] = 0.0
+                kw["hyper"] = tuple(h.values())
             else:
                 kw["weight_decay"] = 0.0
         kept: list[torch.Tensor] = []
@@ -163,7 +181,7 @@ def fake_backend(mutant: str) -> types.ModuleType:
     mod = types.ModuleType(f"fusedopt_mutant_{mutant}")
     mod.__dict__.update({k: v for k, v in vars(ref).items() if not k.startswith("__")})
     if mutant != "none":
-        for name in ("adam_step_", "adagrad_step_"):
+        for name in ("adam_step_", "elementwise_step_"):
             setattr(mod, name, _mutate(getattr(ref, name), mutant))
     return mod
 
@@ -217,6 +235,29 @@ def test_unmutated_fake_passes(dt, mode):
 def test_mutant_is_caught(mutant, dt, mode):
     with pytest.raises(AssertionError):
         _budget("adamw", dt, mode, mutant)
+
+
+#: the element-wise algorithms (one elementwise_step_ call, their hyperparameters a tuple named
+#: by the reference module's HYPER): every mutant in fp32 and in bf16 with master weights and
+#: AMP + clipping (a 16-bit store, the prologue, the master re-seed)
+ELEMENTWISE = ("lion", "adan", "schedule_free_adamw")
+ELEMENTWISE_CASES = [("fp32", "plain"), ("bf16_master", "clip_amp")]
+
+
+@pytest.mark.parametrize("dt,mode", ELEMENTWISE_CASES)
+@pytest.mark.parametrize("algo", ELEMENTWISE)
+def test_elementwise_unmutated_fake_passes(algo, dt, mode):
+    _budget(algo, dt, mode, "none")
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+@pytest.mark.parametrize("dt,mode", ELEMENTWISE_CASES)
+@pytest.mark.parametrize("algo", ELEMENTWISE)
+def test_elementwise_mutant_is_caught(algo, dt, mode, mutant):
+    if not _applies(mutant, dt):
+        pytest.skip("no 16-bit store in this case")
+    with pytest.raises(AssertionError):
+        _budget(algo, dt, mode, mutant)
 
 
 @pytest.mark.parametrize("dt", ["fp32", "bf16", "fp64"])

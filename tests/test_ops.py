@@ -50,9 +50,9 @@ def test_opcheck_adagrad_sgd_momentum(backend):
     shapes, ps, gs = _lists()
     steps = [torch.zeros(()) for _ in shapes]
     sums = [torch.full(s, 0.1) for s in shapes]
-    torch.library.opcheck(torch.ops.fusedopt.adagrad_step_.default,
-                          (ps, gs, sums, [], steps, _stats(), 1e-2, torch.tensor(1e-2), 0.0,
-                           1e-10, 0.0, True, True, backend))
+    torch.library.opcheck(torch.ops.fusedopt.elementwise_step_.default,
+                          (ps, gs, sums, [], [], [], [], steps, _stats(), "adagrad", 1e-2,
+                           torch.tensor(1e-2), [0.0, 1e-10, 0.0], True, True, backend))
     bufs = [torch.zeros(s) for s in shapes]
     torch.library.opcheck(torch.ops.fusedopt.momentum_step_.default,
                           (ps, gs, bufs, steps, _stats(), 0.1, True, backend))

@@ -339,9 +339,9 @@ class AdagradUpdate:
     name: str = "adagrad"
 
     def __call__(self, backend, b, stats, lr, mode):
-        backend.adagrad_step_(b, stats, lr=lr, lr_decay=self.lr_decay, eps=self.eps,
-                              weight_decay=self.weight_decay, use_prologue=mode.prologue,
-                              telemetry=mode.telemetry)
+        backend.elementwise_step_(b, stats, algo="adagrad", lr=lr,
+                                  hyper=(self.lr_decay, self.eps, self.weight_decay),
+                                  use_prologue=mode.prologue, telemetry=mode.telemetry)
 
 
 @dataclass(frozen=True)

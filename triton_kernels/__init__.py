@@ -3,9 +3,12 @@
 Installed as ``fusedopt.triton_kernels``; :mod:`fusedopt.backends.triton_backend` binds them to
 the kernel contract. Layout: :mod:`._common` (host constants, pointer tables), :mod:`._device`
 (shared ``@triton.jit`` helpers), :mod:`._launch` (configs, autotuning), :mod:`.norm` (the
-prologue's norm pass), :mod:`.adam`, :mod:`.adagrad`, :mod:`.sgd` (one per algorithm family),
-:mod:`.finish` (step counts and fixed-order sums after an update) and :mod:`.compile_check`
-(compiles everything for sm_80/sm_90 without a GPU and checks the PTX).
+prologue's norm pass), :mod:`.adam`, :mod:`.sgd` (one per algorithm family),
+:mod:`.elementwise` (the one kernel of every element-wise algorithm; :mod:`.adagrad`,
+:mod:`.lion`, :mod:`.adan`, :mod:`.schedule_free_adamw` hold only their ``scalars`` and
+``update``), :mod:`.finish` (step
+counts and fixed-order sums after an update) and :mod:`.compile_check` (compiles everything for
+sm_80/sm_90 without a GPU and checks the PTX).
 
 Note [interpreter mode]: ``triton.jit`` reads ``TRITON_INTERPRET`` when it decorates a function:
 Triton's own library (``tl.sum``, ...) when ``triton`` is first imported, these kernels when

@@ -48,39 +48,45 @@ from torch import Tensor
 
 from fusedopt.backends.bucket import is_dense, same_layout
 
-# ---------------------------------------------------------------- stats slots (fusedopt._stats)
-# The same numbers as python/fusedopt/_stats.py and csrc/include/fusedopt/stats.h.
-GRAD = 0
-GRAD_SQ = 0
-GRAD_NORM = 1
-FOUND_INF = 2
-CLIP_COEF = 3
-COEF = 4
-UPDATE_SQ = 5
-PARAM_SQ = 6
-STEP_GRAD_SQ = 7
-AUX = 8
-SCALE = 13
-ABC = 14
-MOMENTUM_SQ = 17
-LR_INVALID = 19
-NUM_SLOTS = 32
+# ---------------------------------------------------------------- stats slots
+# The one Python spelling of the slots (python/fusedopt/_stats.py; csrc/include/fusedopt/stats.h
+# is the C++ one, checked against it by tests/test_cpu_backend.py).
+from fusedopt._stats import (ABC, AUX, CLIP_COEF, COEF, FOUND_INF, GRAD, GRAD_NORM,  # noqa: E402
+                             GRAD_SQ, LR_INVALID, MOMENTUM_SQ, NUM_SLOTS, PARAM_SQ, SCALE,
+                             STEP_GRAD_SQ, UPDATE_SQ)
 
 #: clip_grad_norm_ adds this to the norm (fusedopt.reference.prologue.CLIP_EPS)
 CLIP_EPS = 1e-6
 
 # ---------------------------------------------------------------- pointer-table rows
+# The order of the CUDA core's device table (csrc/cuda/device_table.h, enum Row; checked by
+# tests/test_elementwise_native.py): param, grad, master, the states, step. The CUDA table's
+# last row (each grad's dtype code, for its norm pass over mixed dtypes) has no use here: a
+# Triton norm pass is one launch per grad dtype.
 ROW_PARAM = 0
 ROW_GRAD = 1
-ROW_STEP = 2
-ROW_MASTER = 3
-ROW_STATE0 = 4     # exp_avg, sum or momentum_buffer
-ROW_STATE1 = 5     # exp_avg_sq
-ROW_STATE2 = 6     # max_exp_avg_sq
-NUM_ROWS = 7
-#: the table row of every state stream of the kernel contract
-STATE_ROWS = {"exp_avg": ROW_STATE0, "sum": ROW_STATE0, "momentum_buffer": ROW_STATE0,
+ROW_MASTER = 2
+ROW_STATE0 = 3     # exp_avg or momentum_buffer; an element-wise algorithm's first state
+ROW_STATE1 = 4     # exp_avg_sq
+ROW_STATE2 = 5     # max_exp_avg_sq
+ROW_STATE3 = 6     # an element-wise algorithm's fourth state (Adan's prev_grad)
+ROW_STEP = 7
+NUM_ROWS = 8
+#: state streams per param (fusedopt.reference.elementwise.MAX_STATES)
+MAX_STATES = ROW_STATE3 - ROW_STATE0 + 1
+#: the table row of every state stream of the fixed contract calls (adam, sgd)
+STATE_ROWS = {"exp_avg": ROW_STATE0, "momentum_buffer": ROW_STATE0,
               "exp_avg_sq": ROW_STATE1, "max_exp_avg_sq": ROW_STATE2}
+
+
+def positional_state_rows(names) -> dict[str, int]:
+    """The rows of an element-wise algorithm's states: its ``STATES`` in kernel order, the
+    i-th in ``ROW_STATE0 + i`` (fusedopt.reference.elementwise)."""
+    names = tuple(names)
+    if len(names) > MAX_STATES:
+        raise ValueError(f"fusedopt triton backend: {len(names)} state streams, the tables hold "
+                         f"{MAX_STATES}")
+    return {name: ROW_STATE0 + i for i, name in enumerate(names)}
 
 # ---------------------------------------------------------------- mode codes (tl.constexpr)
 # Adam-family variants, in the order of fusedopt.reference.adam_family.VARIANTS.
@@ -184,6 +190,8 @@ class Tables:
     key_sig: tuple = ()
     grad_sig: tuple = ()
     held: list = field(default_factory=list)
+    #: (state name, table row) of every state in the tables (bucket_tables)
+    layout: tuple = ()
     #: Note [table streams]: handle -> stream of every stream the tables were used on
     streams: dict = field(default_factory=dict)
 
@@ -289,22 +297,31 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def bucket_tables(b, chunk: int) -> Tables:
-    """The cached tables of a :class:`~fusedopt.backends.Bucket`: every stream it holds.
+def bucket_tables(b, chunk: int, states=None) -> Tables:
+    """The cached tables of a :class:`~fusedopt.backends.Bucket`.
 
-    One set of tables serves every kernel of the bucket (update, momentum, finish); they live in
-    ``b.cache``, which the optimizer keeps across steps (Note [table cache]).
+    ``states``: None for the fixed contract calls (every state of ``b`` in its
+    :data:`STATE_ROWS` row), or an element-wise algorithm's ordered state names (each in its
+    :func:`positional_state_rows` row; other states of ``b`` are not in the tables). One set
+    of tables serves every kernel of the bucket (update, momentum, finish); they live in
+    ``b.cache``, which the optimizer keeps across steps (Note [table cache]), keyed also by
+    which state goes to which row.
     """
-    tables = b.tables.get(("triton", chunk)) if b.frozen else None
+    state_rows = STATE_ROWS if states is None else positional_state_rows(states)
+    names = list(b.states) if states is None else list(states)
+    layout = tuple((name, state_rows[name]) for name in names)
+    key = ("triton", chunk, layout)
+    tables = b.tables.get(key) if b.frozen else None
     if tables is not None:
         # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen)
         tables.use_on_current_stream()
         return tables
     param_sig = signature(b.params)
     grad_sig = signature(b.grads)
-    held = list(b.steps) + (b.masters or []) + [t for ts in b.states.values() for t in ts]
+    held = list(b.steps) + (b.masters or []) + [t for name in names for t in b.states[name]]
     tables = b.cache.get("triton")
     if (tables is not None and tables.key_sig == param_sig and tables.chunk == chunk
+            and tables.layout == layout
             and tables.grad_sig[1:] == grad_sig[1:] and len(tables.held) == len(held)
             and all(map(operator.is_, tables.held, held))):
         if tables.grad_sig[0] != grad_sig[0]:
@@ -313,11 +330,12 @@ def bucket_tables(b, chunk: int) -> Tables:
         rows = {ROW_PARAM: b.params, ROW_GRAD: b.grads, ROW_STEP: b.steps}
         if b.masters is not None:
             rows[ROW_MASTER] = b.masters
-        for name, tensors in b.states.items():
-            rows[STATE_ROWS[name]] = tensors
+        for name, row in layout:
+            rows[row] = b.states[name]
         tables = b.cache["triton"] = build_tables(rows, chunk)
         tables.key_sig, tables.grad_sig, tables.held = param_sig, grad_sig, held
-    b.tables[("triton", chunk)] = tables
+        tables.layout = layout
+    b.tables[key] = tables
     tables.use_on_current_stream()
     return tables
 

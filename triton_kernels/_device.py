@@ -34,6 +34,7 @@ ROW_MASTER = tl.constexpr(_common.ROW_MASTER)
 ROW_STATE0 = tl.constexpr(_common.ROW_STATE0)
 ROW_STATE1 = tl.constexpr(_common.ROW_STATE1)
 ROW_STATE2 = tl.constexpr(_common.ROW_STATE2)
+ROW_STATE3 = tl.constexpr(_common.ROW_STATE3)
 CLIP_EPS = tl.constexpr(_common.CLIP_EPS)
 
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+import torch
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
@@ -63,7 +64,7 @@ def _signature(kernel, constexprs: dict) -> dict:
 
 def variants() -> list[Variant]:
     """The variants compiled: every kernel, every Adam variant, each dtype path, modes on/off."""
-    from . import adagrad, adam, finish, norm, sgd
+    from . import adam, elementwise, finish, norm, sgd
 
     f32, bf16, f64 = tl.float32, tl.bfloat16, tl.float64
     base = dict(CHUNK=C.GPU_CHUNK, BLOCK=C.GPU_REDUCE[0])
@@ -83,14 +84,6 @@ def variants() -> list[Variant]:
                 dict(adam_on, PARAM=bf16, GRAD=bf16, STATE=bf16, OP=f32, VARIANT=0)),
         Variant("adam[amsgrad,fp64]", adam._adam_kernel,
                 dict(adam_off, PARAM=f64, GRAD=f64, STATE=f64, OP=f64, VARIANT=1)),
-        Variant("adagrad[fp32,all modes]", adagrad._adagrad_kernel,
-                dict(fp32, USE_PROLOGUE=True, MAXIMIZE=True, USE_COEF=True, HAS_WD=True,
-                     HAS_MASTER=False, LR_FROM_PTR=True, TELEMETRY=True, ALIGNED=True, **base),
-                expect_vector_loads=True),
-        Variant("adagrad[bf16 master,all modes]", adagrad._adagrad_kernel,
-                dict(PARAM=bf16, GRAD=bf16, STATE=f32, OP=f32, USE_PROLOGUE=True,
-                     MAXIMIZE=True, USE_COEF=True, HAS_WD=True, HAS_MASTER=True,
-                     LR_FROM_PTR=True, TELEMETRY=True, ALIGNED=True, **base)),
         Variant("sgd[grad,fp32]", sgd._sgd_kernel,
                 dict(fp32, MOMENTUM=False, USE_PROLOGUE=True, MAXIMIZE=False, USE_COEF=True,
                      HAS_MASTER=False, TELEMETRY=False, ALIGNED=True, **base),
@@ -115,6 +108,26 @@ def variants() -> list[Variant]:
                 dict(USE_PROLOGUE=True, ADVANCE_STEPS=True, N_SUMS=3, LR_FROM_PTR=True,
                      BLOCK=C.FINISH_BLOCK)),
     ]
+    def elementwise_variant(name, algo, param, grad, state, on, master=False, **kw):
+        """The element-wise kernel specialized to one algorithm (its SCALARS/UPDATE), at the
+        launch config of its telemetry (the one config it always runs with)."""
+        n_states = len(elementwise.spec.spec(algo).STATES)
+        modes = elementwise.modes_for(algo, [state] * n_states, param=param, grad=grad,
+                                      use_prologue=on, maximize=on, has_master=master,
+                                      lr_from_ptr=on, telemetry=on, aligned=True,
+                                      chunk=C.GPU_CHUNK)
+        block, warps = elementwise.REDUCE[C.opmath(param)]
+        return Variant(f"elementwise[{algo},{name}]", elementwise._elementwise_kernel,
+                       dict(modes, BLOCK=block), num_warps=warps, **kw)
+
+    f32t, bf16t, f64t = torch.float32, torch.bfloat16, torch.float64
+    for algo in ("adagrad", "lion", "adan", "schedule_free_adamw"):
+        out += [
+            elementwise_variant("fp32", algo, f32t, f32t, f32t, False, expect_vector_loads=True),
+            elementwise_variant("bf16 master,all modes", algo, bf16t, bf16t, f32t, True,
+                                master=True),
+            elementwise_variant("fp64,all modes", algo, f64t, f64t, f64t, True),
+        ]
     for block, warps in C.GPU_TUNE:  # the autotuned configs of the element-wise updates
         out += [Variant(f"adam[adam,{name}] BLOCK={block} warps={warps}", adam._adam_kernel,
                         dict(adam_off, **dtypes, VARIANT=0, BLOCK=block), num_warps=warps,

@@ -18,56 +18,17 @@
 #include <cstdint>
 
 #include "cpu/tensor_table.h"
+#include "fusedopt/calls.h"
 #include "fusedopt/dtype.h"
 
 namespace fusedopt::cpu {
-
-/// A learning rate: a float, or a 0-d fp32/fp64 tensor read when the step runs.
-struct LearningRate {
-  double value;
-  const void* ptr;  // nullptr: use value
-  DType dtype;
-};
-
-/// Variant codes, in the order of python/fusedopt/reference/adam_family.py VARIANTS.
-enum class AdamVariant : int { kAdam = 0, kAmsgrad, kAdabelief, kEadam, kRmsprop, kYogi };
-
-struct AdamCall {
-  LearningRate lr;
-  double beta1, beta2, eps, weight_decay;
-  AdamVariant variant;
-  bool coupled_decay;    // Adam's L2 (else decoupled, AdamW)
-  bool bias_correction;  // false for AdamD (and ignored by rmsprop, which has none)
-  bool use_prologue, use_abc, telemetry;
-  bool maximize;         // ascend: the grad negated first
-};
-
-struct AdagradCall {
-  LearningRate lr;
-  double lr_decay, eps, weight_decay;
-  bool use_prologue, telemetry;
-  bool maximize;
-};
-
-struct SgdCall {
-  bool momentum_direction;  // step along the momentum_buffer state instead of the grad
-  bool use_prologue, telemetry;
-  bool maximize;            // negates the grad direction (never the momentum direction)
-};
-
-struct PrologueCall {
-  int64_t region;            // first stats slot written (Note [prologue region])
-  const float* grad_scale;   // 0-d fp32 loss scale, or nullptr
-  const float* found_inf;    // 0-d fp32 flag from a GradScaler, or nullptr
-  double max_norm;           // < 0: no clipping
-  bool compute_norm;         // false: no pass over memory, coef = 1 / grad_scale
-};
 
 /// Whether the kernels are instantiated for this storage combination (dispatch/switch.h).
 bool supports_dtypes(DType param, DType grad, DType state, bool master);
 
 void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nthreads);
-void adagrad_step(const TensorTable& t, double* stats, const AdagradCall& call, int nthreads);
+void elementwise_step(const TensorTable& t, double* stats, const ElementwiseCall& call,
+                      int nthreads);
 void sgd_step(const TensorTable& t, double* stats, const SgdCall& call, int nthreads);
 void momentum_step(const TensorTable& t, double* stats, double rho, bool use_prologue,
                    bool maximize, int nthreads);

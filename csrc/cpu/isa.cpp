@@ -7,7 +7,10 @@ namespace fusedopt::cpu {
 namespace {
 
 #define FUSEDOPT_KERNEL_TABLE(ISA) \
-  KernelTable { #ISA, ISA::adam_loop, ISA::adagrad_loop, ISA::sgd_loop, ISA::momentum_loop, ISA::prologue_loop }
+  KernelTable {                                                                          \
+    #ISA, ISA::adam_loop, ISA::elementwise_loop, ISA::sgd_loop,       \
+        ISA::momentum_loop, ISA::prologue_loop                                           \
+  }
 
 // CMake's FUSEDOPT_CPU_ISAS decides which ISAs were compiled (all three in a release build;
 // generic only for a quick instrumented build): an ISA not built counts as unsupported.

@@ -21,7 +21,7 @@ namespace fusedopt::cpu {
 struct KernelTable {
   const char* isa;
   void (*adam)(const AdamLoop&);
-  void (*adagrad)(const AdagradLoop&);
+  void (*elementwise)(const ElementwiseLoop&);
   void (*sgd)(const SgdLoop&);
   void (*momentum)(const MomentumLoop&);
   void (*prologue)(const PrologueLoop&);
@@ -30,7 +30,7 @@ struct KernelTable {
 #define FUSEDOPT_DECLARE_KERNELS(ISA)             \
   namespace ISA {                                 \
   void adam_loop(const AdamLoop&);                \
-  void adagrad_loop(const AdagradLoop&);          \
+  void elementwise_loop(const ElementwiseLoop&);  \
   void sgd_loop(const SgdLoop&);                  \
   void momentum_loop(const MomentumLoop&);        \
   void prologue_loop(const PrologueLoop&);        \

@@ -11,7 +11,6 @@
 #include "cpu/chunk_plan.h"
 #include "cpu/tensor_table.h"
 #include "fusedopt/dtype.h"
-#include "math/adagrad.h"
 #include "math/adam.h"
 
 namespace fusedopt::cpu {
@@ -55,13 +54,13 @@ struct AdamLoop {
   int nthreads;
 };
 
-struct AdagradLoop {
+struct ElementwiseLoop {
   TableView table;
-  bool l2;  // coupled weight decay (wd != 0)
+  int algorithm;  // index in FUSEDOPT_ELEMENTWISE_ALGORITHMS (math/algorithms.h)
   bool telemetry;
-  math::AdagradCallScalars<double> call;
-  const double* clr;  // per tensor
-  double* partials;
+  double coef;            // the gradient coefficient (stats[COEF] or 1, negated for maximize)
+  const double* scalars;  // math::kMaxScalars fp64 scalars per tensor
+  double* partials;       // kTelemetrySums per chunk, when telemetry
   int nthreads;
 };
 

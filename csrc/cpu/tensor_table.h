@@ -8,14 +8,16 @@
 
 #include "cpu/chunk_plan.h"
 #include "fusedopt/dtype.h"
+#include "math/elementwise.h"
 
 namespace fusedopt::cpu {
 
-/// Per-algorithm state streams, in slot order:
+/// Per-algorithm state streams, in slot order (at most math::kMaxStates, math/elementwise.h):
 ///   Adam family: 0 exp_avg (absent for rmsprop), 1 exp_avg_sq, 2 max_exp_avg_sq (amsgrad)
-///   Adagrad:     0 sum
 ///   SGD family:  0 momentum_buffer (NSGDm)
-constexpr int kMaxStates = 3;
+///   element-wise algorithms: their STATES in order (Adagrad: sum; Adan: exp_avg,
+///                exp_avg_diff, exp_avg_sq, prev_grad)
+using math::kMaxStates;
 
 /// One bucket: tensors of one (param, grad, state dtype, master) combination, in list order.
 struct TensorTable {

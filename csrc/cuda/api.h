@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fusedopt/calls.h"
 #include "fusedopt/dtype.h"
 
 namespace fusedopt::cuda {
@@ -43,50 +44,9 @@ struct Table {
 constexpr int kMaxSumsPerChunk = 3;
 
 /// Workspace doubles per tensor a table must provide: the per-tensor scalars of an update pass
-/// (Adam: step size, sqrt(bc2), decay; Adagrad: the decayed lr).
-constexpr int kMaxScalarsPerTensor = 3;
-
-/// A learning rate: a float, or a 0-d fp32/fp64 device tensor read by the kernel.
-struct LearningRate {
-  double value;
-  const void* ptr;  // nullptr: use value
-  DType dtype;
-};
-
-/// Variant codes, in the order of python/fusedopt/reference/adam_family.py VARIANTS (the CPU
-/// core's AdamVariant, csrc/cpu/api.h, uses the same numbers).
-enum class AdamVariant : int { kAdam = 0, kAmsgrad, kAdabelief, kEadam, kRmsprop, kYogi };
-
-struct AdamCall {
-  LearningRate lr;
-  double beta1, beta2, eps, weight_decay;
-  AdamVariant variant;
-  bool coupled_decay;    // Adam's L2 (else decoupled, AdamW)
-  bool bias_correction;  // false for AdamD (and ignored by rmsprop, which has none)
-  bool use_prologue, use_abc, telemetry;
-  bool maximize;         // ascend: the grad negated first
-};
-
-struct AdagradCall {
-  LearningRate lr;
-  double lr_decay, eps, weight_decay;
-  bool use_prologue, telemetry;
-  bool maximize;
-};
-
-struct SgdCall {
-  bool momentum_direction;  // step along the momentum_buffer state instead of the grad
-  bool use_prologue, telemetry;
-  bool maximize;            // negates the grad direction (never the momentum direction)
-};
-
-struct PrologueCall {
-  int64_t region;           // first stats slot written (Note [prologue region])
-  const float* grad_scale;  // 0-d fp32 device loss scale, or nullptr
-  const float* found_inf;   // 0-d fp32 device flag from a GradScaler, or nullptr
-  double max_norm;          // < 0: no clipping
-  bool compute_norm;        // false: no pass over memory, coef = 1 / grad_scale
-};
+/// (Adam: step size, sqrt(bc2), decay; an element-wise algorithm such as Adagrad: up to
+/// math::kMaxScalars, math/elementwise.h).
+constexpr int kMaxScalarsPerTensor = math::kMaxScalars;
 
 /// What the CUDA runtime of this module sees: versions as CUDA encodes them (13000 = 13.0;
 /// driver 0: none) and the device count, or the runtime's error (e.g. a driver older than the
@@ -105,7 +65,8 @@ bool supports_dtypes(DType param, DType grad, DType state, bool master);
 // All of these enqueue work on `stream` and return; they throw std::invalid_argument on an
 // unsupported dtype combination and std::runtime_error when CUDA reports a launch error.
 void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t stream);
-void adagrad_step(const Table& t, double* stats, const AdagradCall& call, uintptr_t stream);
+void elementwise_step(const Table& t, double* stats, const ElementwiseCall& call,
+                      uintptr_t stream);
 void sgd_step(const Table& t, double* stats, const SgdCall& call, uintptr_t stream);
 void momentum_step(const Table& t, double* stats, double rho, bool use_prologue, bool maximize,
                    uintptr_t stream);

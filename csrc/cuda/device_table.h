@@ -21,17 +21,20 @@
 #include <cstdint>
 #include <vector>
 
+#include "math/elementwise.h"
+
 namespace fusedopt::cuda {
 
 /// The rows of a table. Update passes fill param, grad, (master), the algorithm's states in the
-/// slot order of csrc/cpu/tensor_table.h (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq; Adagrad:
-/// sum; SGD family: momentum_buffer) and step; the norm pass fills grad and dtype.
+/// slot order of csrc/cpu/tensor_table.h (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq; SGD family:
+/// momentum_buffer; an element-wise algorithm (Adagrad: sum): its STATES) and step; the norm
+/// pass fills grad and dtype.
 enum Row : int {
   kRowParam = 0,
   kRowGrad = 1,
   kRowMaster = 2,
   kRowState0 = 3,
-  kRowStep = kRowState0 + 3,
+  kRowStep = kRowState0 + math::kMaxStates,
   kRowDtype = kRowStep + 1,  // storage dtype code per tensor (grad lists of mixed dtypes)
   kNumRows = kRowDtype + 1,
 };

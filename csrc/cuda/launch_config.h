@@ -42,14 +42,20 @@ constexpr int vector_width() {
 /// per-chunk sums (telemetry: six more fp64 registers and the block reduction) or fp64 opmath
 /// (fp64 division and sqrt) for kMinBlocksPerSmHeavy (at most 128 registers). Each thread keeps
 /// 4-5 streams x 16 bytes in flight, so 1,024 threads hold 64-80 KiB per SM, several times what
-/// HBM latency needs; 512 threads still hold 32-40 KiB.
+/// HBM latency needs; 512 threads still hold 32-40 KiB. An operation over more than
+/// kMaxLightStreams streams (Adan: param, grad and four states, plus a master) is heavy too: its
+/// vectors alone take 24-28 registers, and ptxas spilled Adan's fp32 kernel at 64 registers;
+/// at 512 threads its 6-7 streams x 16 bytes still keep 48-56 KiB in flight per SM.
 constexpr int kMinBlocksPerSm = 4;
 constexpr int kMinBlocksPerSmHeavy = 2;
+constexpr int kMaxLightStreams = 5;
 
-/// The __launch_bounds__ minimum of an update kernel in opmath T (Note [occupancy]).
-template <class T, bool kReduces>
+/// The __launch_bounds__ minimum of an update kernel in opmath T over kStreams streams
+/// (Note [occupancy]).
+template <class T, bool kReduces, int kStreams = kMaxLightStreams>
 constexpr int min_blocks_per_sm() {
-  return kReduces || sizeof(T) > 4 ? kMinBlocksPerSmHeavy : kMinBlocksPerSm;
+  return kReduces || sizeof(T) > 4 || kStreams > kMaxLightStreams ? kMinBlocksPerSmHeavy
+                                                                   : kMinBlocksPerSm;
 }
 
 /// Upper bound of resident blocks per SM the persistent grid asks for; the actual number is the

@@ -7,7 +7,7 @@
 # in parallel and a new dtype is one line here plus one in the manifest of switch.h.
 set(FUSEDOPT_CUDA_PARAM_TYPES "fp32=float" "bf16=fusedopt::bf16_t" "fp16=fusedopt::fp16_t"
     "fp64=double")
-set(FUSEDOPT_CUDA_FAMILIES "adam=AdamLaunch" "adagrad=AdagradLaunch" "sgd=SgdLaunch")
+set(FUSEDOPT_CUDA_FAMILIES "adam=AdamLaunch" "elementwise=ElementwiseLaunch" "sgd=SgdLaunch")
 
 # fusedopt_cuda_sources(<out var> <generated dir>): the hand-written sources (absolute) plus
 # the generated ones, written to <generated dir> (only when their content changes).
@@ -15,7 +15,7 @@ function(fusedopt_cuda_sources out_var gen_dir)
   set(dir "${CMAKE_CURRENT_FUNCTION_LIST_DIR}")
   set(sources "${dir}/binding_cuda.cpp" "${dir}/device_table.cpp" "${dir}/dtype_check.cpp"
       "${dir}/finish.cu" "${dir}/grad_prologue.cu" "${dir}/adam_step.cu"
-      "${dir}/adagrad_step.cu" "${dir}/sgd_step.cu" "${dir}/runtime_probe.cu")
+      "${dir}/elementwise_step.cu" "${dir}/sgd_step.cu" "${dir}/runtime_probe.cu")
   foreach(family_entry ${FUSEDOPT_CUDA_FAMILIES})
     string(REPLACE "=" ";" family_pair "${family_entry}")
     list(GET family_pair 0 family)

@@ -3,7 +3,7 @@
 // the device, so a step never waits for the host and can be captured in a CUDA graph.
 //
 // Note [tensor scalars]: scalars that depend on a tensor's step count (Adam's bias corrections,
-// Adagrad's decayed lr) are fp64 powers and divisions, which CUDA compiles to calls; a call
+// an element-wise algorithm's) are fp64 powers and divisions, which CUDA compiles to calls; a call
 // inside the update kernel makes ptxas save live registers to the stack (reported as spills).
 // A small launch before the update therefore computes them once per tensor, with the math
 // header's own function, into the table's scalars workspace; the update loads them per tensor.
@@ -28,7 +28,7 @@ struct PassArgs {
   double* scalars;    // per-tensor scalars (Note [tensor scalars])
   bool use_prologue;  // read stats[COEF] and skip on stats[FOUND_INF]
   bool maximize;      // negate the gradient coefficient (math/prologue.h update_coef)
-  LearningRate lr;    // Adam, Adagrad: a tensor lr that is NaN or negative skips the call
+  LearningRate lr;    // Adam, element-wise: a tensor lr that is NaN or negative skips the call
 };
 
 /// The learning rate now: the float, or the fp32/fp64 value behind the pointer.

@@ -50,4 +50,13 @@ FUSEDOPT_INLINE T op_select(bool cond, T a, T b) {
   return r;
 }
 
+/// torch's lerp with a scalar weight w (already in opmath), in its two-branch form, exact at
+/// w = 1: a + w (b - a) if |w| < 0.5, else b - (b - a) (1 - w). Both branches are computed and
+/// one selected, so the loop around it stays a plain vector loop.
+template <class T>
+FUSEDOPT_INLINE T op_lerp(T a, T b, T w) {
+  const T d = b - a;
+  return op_select((w < T(0) ? -w : w) < T(0.5), a + w * d, b - d * (T(1) - w));
+}
+
 }  // namespace fusedopt::math

@@ -5,14 +5,13 @@ decoupled decay and optional telemetry — runs as one pass over memory (plus on
 global norm is needed) in CUDA C++, Triton or vectorized C++, checked against one pure-PyTorch
 reference (:mod:`fusedopt.reference`).
 """
-from . import amp, backends, monitor, reference, schedules
+from . import amp, backends, monitor, optim, reference, schedules
 from .backends import available_backends
 from .monitor import ConvergenceMonitor
-from .optim import (IANSGD, NSGD, Adagrad, Adam, AdamD, AdamL, AdamW, ClipSGD, FusedOptimizer,
-                    NSGDm)
+# every optimizer class (fusedopt.optim.__all__): a new algorithm is exported there only
+from .optim import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = ["Adam", "AdamW", "AdamD", "AdamL", "Adagrad", "IANSGD", "NSGD", "NSGDm", "ClipSGD",
-           "FusedOptimizer", "ConvergenceMonitor", "amp", "backends", "monitor", "reference",
-           "schedules", "available_backends", "__version__"]
+__all__ = [*optim.__all__, "ConvergenceMonitor", "amp", "backends", "monitor", "optim",
+           "reference", "schedules", "available_backends", "__version__"]

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from .backends.bucket import Bucket, is_dense, same_layout
+from .reference import elementwise
 
 try:
     from . import _C  # type: ignore[attr-defined]
@@ -52,12 +53,19 @@ except ImportError as exc:  # not built (pure-Python install) or built for anoth
 #: Storage dtype codes of csrc/include/fusedopt/dtype.h (DType).
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
-#: State stream order per table kind (csrc/cpu/tensor_table.h, kMaxStates slots).
+#: State stream order per table kind (csrc/cpu/tensor_table.h, kMaxStates slots); an
+#: element-wise algorithm's kind is its name and its slots its STATES (:func:`state_slots`).
 STATE_SLOTS = {
     "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
     "adagrad": ("sum",),
     "sgd": ("momentum_buffer",),
 }
+
+
+def state_slots(kind: str) -> tuple[str, ...]:
+    """The state streams of table kind ``kind``, in slot order."""
+    slots = STATE_SLOTS.get(kind)
+    return slots if slots is not None else elementwise.spec(kind).STATES
 
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
@@ -178,8 +186,9 @@ def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None):
 
 def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     """The cached :class:`_C.TensorTable` of bucket ``b`` for table kind ``kind`` (a key of
-    :data:`STATE_SLOTS`), rebuilt only when its signature changes (Note [table cache])."""
-    slots = STATE_SLOTS[kind]
+    :data:`STATE_SLOTS` or an element-wise algorithm's name), rebuilt only when its signature
+    changes (Note [table cache])."""
+    slots = state_slots(kind)
     key = ("cpu", kind, chunk_size)
     entry = b.tables.get(key) if b.frozen else None
     if entry is not None:

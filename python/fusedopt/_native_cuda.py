@@ -67,7 +67,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._native import DTYPE_CODES, STATE_SLOTS, check_bucket, check_grad_list, signature
+from ._native import DTYPE_CODES, check_bucket, check_grad_list, signature, state_slots
 from .backends.bucket import Bucket
 
 _module: ModuleType | None = None
@@ -283,8 +283,9 @@ def _build(b: Bucket, slots: tuple[str, ...], chunk_size: int | None, param_sig,
 
 def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     """The ``_C_cuda.Table`` of bucket ``b`` for table kind ``kind`` (a key of
-    :data:`fusedopt._native.STATE_SLOTS`), built once per tensor signature (Note [device
-    tables]). ``chunk_size`` (a multiple of 4) overrides the default for tests."""
+    :data:`fusedopt._native.STATE_SLOTS` or an element-wise algorithm's name), built once per
+    tensor signature (Note [device tables]). ``chunk_size`` (a multiple of 4) overrides the
+    default for tests."""
     key = ("cuda", kind, chunk_size)
     entry = b.tables.get(key) if b.frozen else None
     if entry is None:
@@ -292,7 +293,7 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
         param_sig = signature(b.params)
         grad_sig = signature(b.grads)
         dtypes = (b.state_dtype, b.masters is not None)
-        slots = STATE_SLOTS[kind]
+        slots = state_slots(kind)
         entry = b.cache.get(key)
         if (entry is None or entry.param_sig != param_sig or entry.grad_sig != grad_sig
                 or entry.dtypes != dtypes or not _same_objects(entry.owned, _owned(b, slots))):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import backends
 from .backends import Bucket
+from .reference import elementwise
 from .reference.adam_family import AdamHyper
 
 #: Note [traced caches]: the backend caches of the traced path (``Bucket.cache``), one per
@@ -97,25 +98,29 @@ def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, steps, sta
     return None
 
 
-# --------------------------------------------------------------------------- adagrad_step_
-@torch.library.custom_op("fusedopt::adagrad_step_",
-                         mutates_args=("params", "sums", "masters", "steps", "stats"))
-def adagrad_step_(params: list[Tensor], grads: list[Tensor], sums: list[Tensor],
-                  masters: list[Tensor], steps: list[Tensor], stats: Tensor, lr: float,
-                  lr_tensor: Optional[Tensor], lr_decay: float, eps: float, weight_decay: float,
-                  use_prologue: bool, telemetry: bool, backend: str,
-                  maximize: bool = False) -> None:
-    """Coordinate-wise Adagrad update of one bucket."""
-    b = _bucket("adagrad", backend, params, grads, steps, {"sum": sums}, masters)
-    backends.load(backend).adagrad_step_(b, stats, lr=_lr(lr, lr_tensor), lr_decay=lr_decay,
-                                         eps=eps, weight_decay=weight_decay,
-                                         use_prologue=use_prologue, telemetry=telemetry,
-                                         maximize=maximize)
+# --------------------------------------------------------------------------- elementwise_step_
+@torch.library.custom_op(
+    "fusedopt::elementwise_step_",
+    mutates_args=("params", "state0", "state1", "state2", "state3", "masters", "steps", "stats"))
+def elementwise_step_(params: list[Tensor], grads: list[Tensor], state0: list[Tensor],
+                      state1: list[Tensor], state2: list[Tensor], state3: list[Tensor],
+                      masters: list[Tensor], steps: list[Tensor], stats: Tensor, algo: str,
+                      lr: float, lr_tensor: Optional[Tensor], hyper: list[float],
+                      use_prologue: bool, telemetry: bool, backend: str,
+                      maximize: bool = False) -> None:
+    """An element-wise algorithm's update of one bucket: its state streams in the algorithm's
+    order (``fusedopt.reference.<algo>.STATES``), unused ones empty."""
+    names = elementwise.spec(algo).STATES
+    b = _bucket(f"elementwise:{algo}", backend, params, grads, steps,
+                dict(zip(names, (state0, state1, state2, state3))), masters)
+    backends.load(backend).elementwise_step_(b, stats, algo=algo, lr=_lr(lr, lr_tensor),
+                                             hyper=tuple(hyper), use_prologue=use_prologue,
+                                             telemetry=telemetry, maximize=maximize)
 
 
-@adagrad_step_.register_fake
-def _(params, grads, sums, masters, steps, stats, lr, lr_tensor, lr_decay, eps, weight_decay,
-      use_prologue, telemetry, backend, maximize=False):
+@elementwise_step_.register_fake
+def _(params, grads, state0, state1, state2, state3, masters, steps, stats, algo, lr, lr_tensor,
+      hyper, use_prologue, telemetry, backend, maximize=False):
     return None
 
 
@@ -195,17 +200,19 @@ class Kernels:
             self.backend.adam_step_(b, stats, lr=lr, hp=hp, use_prologue=use_prologue,
                                     use_abc=use_abc, telemetry=telemetry, maximize=maximize)
 
-    def adagrad_step_(self, b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue,
-                      telemetry, maximize: bool = False) -> None:
+    def elementwise_step_(self, b: Bucket, stats, *, algo: str, lr, hyper: tuple[float, ...],
+                          use_prologue: bool, telemetry: bool, maximize: bool = False) -> None:
         if torch.compiler.is_compiling():
             lr_f, lr_t = _split_lr(lr)
-            torch.ops.fusedopt.adagrad_step_(
-                b.params, b.grads, b.states["sum"], b.masters or [], b.steps, stats, lr_f, lr_t,
-                lr_decay, eps, weight_decay, use_prologue, telemetry, self.name, maximize)
+            names = elementwise.spec(algo).STATES
+            lists = [b.states[k] for k in names] + [[]] * (elementwise.MAX_STATES - len(names))
+            torch.ops.fusedopt.elementwise_step_(
+                b.params, b.grads, *lists, b.masters or [], b.steps, stats, algo, lr_f, lr_t,
+                list(hyper), use_prologue, telemetry, self.name, maximize)
         else:
-            self.backend.adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
-                                       weight_decay=weight_decay, use_prologue=use_prologue,
-                                       telemetry=telemetry, maximize=maximize)
+            self.backend.elementwise_step_(b, stats, algo=algo, lr=lr, hyper=hyper,
+                                           use_prologue=use_prologue, telemetry=telemetry,
+                                           maximize=maximize)
 
     def sgd_step_(self, b: Bucket, stats, *, direction, use_prologue, telemetry,
                   maximize: bool = False) -> None:

@@ -38,6 +38,13 @@ class AlgoInfo:
     needs_normalizer: bool = False
     #: does the state hold moments (so state_dtype applies)?
     has_moments: bool = True
+    #: does it take a tensor lr? (ScheduleFreeAdamW computes its schedule from a float lr on
+    #: the host each step and refuses one; tests skip their tensor-lr modes for it)
+    tensor_lr: bool = True
+    #: state key -> the stream it is a difference of (Adan's exp_avg_diff averages
+    #: g_t - g_{t-1}, kept in prev_grad): its rounding errors are relative to that stream's
+    #: magnitude, not its own, and the tests' error budget counts its ulps at that scale
+    difference_of: dict[str, str] = field(default_factory=dict)
     param_dtypes: tuple[torch.dtype, ...] = FLOAT_PARAM_DTYPES
     state_dtypes: tuple[torch.dtype, ...] = STATE_DTYPES
     paper: str = ""
@@ -104,6 +111,18 @@ ALGORITHMS: dict[str, AlgoInfo] = {a.name: a for a in [
              ("momentum_buffer",), "sgd_family", paper="P5 baseline"),
     AlgoInfo("clip_sgd", optim.ClipSGD, dict(lr=0.05, delta=1e-2, floor=0.2), (), "sgd_family",
              has_moments=False, paper="P5 baseline"),
+    # the element-wise algorithms (one elementwise_step_ call): weight decay on, so that every
+    # scalar and state matters in a short run; Schedule-Free with a warmup shorter than the runs
+    AlgoInfo("lion", optim.Lion, dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1),
+             ("exp_avg",), "lion", paper="Chen et al. 2023"),
+    AlgoInfo("adan", optim.Adan, dict(lr=1e-2, betas=(0.98, 0.92, 0.99), eps=1e-8,
+                                      weight_decay=0.05),
+             ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"), "adan",
+             difference_of={"exp_avg_diff": "prev_grad"}, paper="Xie et al. 2022/2024"),
+    AlgoInfo("schedule_free_adamw", optim.ScheduleFreeAdamW,
+             dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, warmup_steps=3),
+             ("z", "exp_avg_sq"), "schedule_free_adamw", tensor_lr=False,
+             paper="Defazio et al. 2024"),
 ]}
 
 

@@ -24,9 +24,13 @@ the fp64 ``stats`` tensor named below (layout: :mod:`fusedopt._stats`).
     tensor on the device. States: ``exp_avg`` (absent for rmsprop), ``exp_avg_sq``,
     ``max_exp_avg_sq`` (amsgrad).
 
-``adagrad_step_(b, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry,
-maximize=False)``
-    Coordinate-wise Adagrad (:mod:`fusedopt.reference.adagrad`). State: ``sum``.
+``elementwise_step_(b, stats, *, algo, lr, hyper, use_prologue, telemetry, maximize=False)``
+    The update of an element-wise algorithm (Adagrad, Lion, Adan, Schedule-Free AdamW, ...: one
+    call for all of them, :mod:`fusedopt.reference.elementwise`): ``algo`` its name, ``hyper`` its fp64
+    hyperparameters in the order of ``fusedopt.reference.<algo>.HYPER``, states
+    ``b.states[name]`` for the names of its ``STATES``. Per tensor, its ``scalars`` are computed
+    in fp64 from ``t = step + 1``, ``lr`` and ``hyper``, rounded once to opmath, and its
+    ``update`` runs on every element with ``g`` times the gradient coefficient.
 
 ``sgd_step_(b, stats, *, direction, use_prologue, telemetry, maximize=False)``
     ``p <- p - stats[SCALE] * d`` with ``d`` the grad (``direction="grad"``, times COEF after a
@@ -40,8 +44,8 @@ Common rules of the update functions:
 
 * ``use_prologue``: ``stats[COEF]`` multiplies every grad and a non-zero ``stats[FOUND_INF]``
   skips the whole call (params, states, steps unchanged). Without it: coef 1, no skip.
-* ``adam_step_``, ``adagrad_step_`` and ``sgd_step_`` first compute ``t = step + 1`` for each
-  tensor, use it, and store it back unless the step is skipped.
+* ``adam_step_``, ``elementwise_step_`` and ``sgd_step_`` first compute
+  ``t = step + 1`` for each tensor, use it, and store it back unless the step is skipped.
 * ``maximize`` (torch.optim's meaning: ascend): every grad the call reads is negated before
   anything else. It is the gradient coefficient negated (``-stats[COEF]``, or -1 without a
   prologue), so ``g * (-coef)`` is bitwise ``-(g * coef)``; the telemetry's squares are

@@ -117,19 +117,17 @@ def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: boo
         use_prologue, use_abc, telemetry, maximize, _native_cuda.stream_handle(stats.device))
 
 
-def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool,
-                  maximize: bool = False) -> None:
-    """Coordinate-wise Adagrad update of bucket ``b`` (contract)."""
-    table = _native_cuda.bucket_table(b, "adagrad")
+def elementwise_step_(b: Bucket, stats: Tensor, *, algo: str, lr, hyper: tuple[float, ...],
+                      use_prologue: bool, telemetry: bool, maximize: bool = False) -> None:
+    """An element-wise algorithm's update of bucket ``b`` (contract)."""
+    table = _native_cuda.bucket_table(b, algo)
     lr_args = _lr_args(lr, stats)
     if lr_args is None:
         return
     lr_value, lr_ptr, lr_dtype = lr_args
-    _native_cuda.native().adagrad_step(
-        table, stats.data_ptr(), lr_value, lr_ptr, lr_dtype, float(lr_decay), float(eps),
-        float(weight_decay), use_prologue, telemetry, maximize,
-        _native_cuda.stream_handle(stats.device))
+    _native_cuda.native().elementwise_step(
+        table, stats.data_ptr(), algo, lr_value, lr_ptr, lr_dtype, list(hyper), use_prologue,
+        telemetry, maximize, _native_cuda.stream_handle(stats.device))
 
 
 def sgd_step_(b: Bucket, stats: Tensor, *, direction: str, use_prologue: bool,

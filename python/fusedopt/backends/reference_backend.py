@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _stats as S
-from ..reference.adagrad import adagrad_clr, adagrad_update
+from ..reference import elementwise
 from ..reference.adam_family import AdamHyper, adam_family_update, adam_step_scalars
 from ..reference.prologue import opmath_dtype, prologue
 from ..reference.sgd_family import momentum_update, scaled_sgd_update
@@ -144,21 +144,23 @@ def adam_step_(b: Bucket, stats: Tensor, *, lr, hp: AdamHyper, use_prologue: boo
     ps.finish()
 
 
-def adagrad_step_(b: Bucket, stats: Tensor, *, lr, lr_decay: float, eps: float,
-                  weight_decay: float, use_prologue: bool, telemetry: bool,
-                  maximize: bool = False) -> None:
+def elementwise_step_(b: Bucket, stats: Tensor, *, algo: str, lr, hyper: tuple[float, ...],
+                      use_prologue: bool, telemetry: bool, maximize: bool = False) -> None:
+    """An element-wise algorithm (:mod:`fusedopt.reference.elementwise`) over bucket ``b``."""
+    mod = elementwise.spec(algo)
+    hyper = elementwise.check_hyper(mod, hyper)
     ps = _Pass(stats, use_prologue, telemetry, maximize, lr)
     for i in range(len(b)):
         op = opmath_dtype(b.params[i])
         p = _load_param(b, i, op)
-        g = b.grads[i].detach().to(op)
-        s = b.states["sum"][i].to(op)
-        clr = adagrad_clr(ps.next_step(b.steps[i]), lr, lr_decay)
-        new_p, new_s = adagrad_update(p, g, s, clr=clr, eps=eps, weight_decay=weight_decay,
-                                      coef=ps.coef)
-        ps.observe(p, new_p, _g_eff(g, ps))
+        g = _g_eff(b.grads[i].detach().to(op), ps)
+        states = [b.states[k][i].to(op) for k in mod.STATES]
+        s = elementwise.tensor_scalars(mod, ps.next_step(b.steps[i]), lr, hyper, op)
+        new_p, new_states = mod.update(p, g, states, s)
+        ps.observe(p, new_p, g)
         _store_param(b, i, new_p, ps)
-        ps.commit(b.states["sum"][i], new_s)
+        for k, new in zip(mod.STATES, new_states):
+            ps.commit(b.states[k][i], new)
         ps.advance(b.steps[i])
     ps.finish()
 

@@ -91,11 +91,11 @@ def adam_step_(b: Bucket, stats, *, lr, hp, use_prologue, use_abc, telemetry, ma
                                 use_abc=use_abc, telemetry=telemetry, maximize=maximize)
 
 
-def adagrad_step_(b: Bucket, stats, *, lr, lr_decay, eps, weight_decay, use_prologue, telemetry,
-                  maximize=False):
-    _kernels("adagrad").adagrad_step_(b, stats, lr=lr, lr_decay=lr_decay, eps=eps,
-                                      weight_decay=weight_decay, use_prologue=use_prologue,
-                                      telemetry=telemetry, maximize=maximize)
+def elementwise_step_(b: Bucket, stats, *, algo, lr, hyper, use_prologue, telemetry,
+                      maximize=False):
+    _kernels("elementwise").elementwise_step_(b, stats, algo=algo, lr=lr, hyper=hyper,
+                                              use_prologue=use_prologue, telemetry=telemetry,
+                                              maximize=maximize)
 
 
 def sgd_step_(b: Bucket, stats, *, direction, use_prologue, telemetry, maximize=False):

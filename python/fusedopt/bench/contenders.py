@@ -42,6 +42,9 @@ class Runner:
     optimizer: torch.optim.Optimizer | None = None
     #: bytes one call moves, when not given by the bytes model (the roofline)
     moved_bytes: int | None = None
+    #: run after every call, outside the timed region (a peer that rewrites the shared grads
+    #: puts them back here)
+    after: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Contender:
     name: str
     kind: str
     build: Callable[[Case], Runner]
+    #: the registry algorithms it runs; None: any (``build`` raises Skip for the others)
+    algorithms: tuple[str, ...] | None = None
 
 
 def state_dtype(runner: Runner, case: Case) -> torch.dtype | None:

@@ -8,7 +8,9 @@ lands on all of them alike and no contender always runs right after the same nei
 A sample is ``inner`` back-to-back calls divided by ``inner``, with ``inner`` chosen after the
 warm-up so that a sample lasts at least ``min_sample_s`` (tiny workloads would otherwise be
 timer noise); on CUDA the sample is bracketed by events after a synchronize, outside the
-contender's own code. Python's garbage collector is off while timing.
+contender's own code. Python's garbage collector is off while timing. A contender may have an
+``after`` hook (a peer restoring the grads it rewrote): it runs after every call, warm-up
+included, outside the timed region (each call is then timed on its own and the times summed).
 """
 from __future__ import annotations
 
@@ -62,8 +64,12 @@ class Clock:
         self.cuda = device.type == "cuda"
         self.device = device
 
-    def per_call(self, fn: Callable[[], object], inner: int = 1) -> float:
-        """Seconds per call, averaged over ``inner`` back-to-back calls."""
+    def per_call(self, fn: Callable[[], object], inner: int = 1,
+                 after: Callable[[], object] | None = None) -> float:
+        """Seconds per call, averaged over ``inner`` back-to-back calls; ``after`` (untimed)
+        follows every call."""
+        if after is not None:
+            return self._per_call_with(fn, inner, after)
         if self.cuda:
             torch.cuda.synchronize(self.device)
             start = torch.cuda.Event(enable_timing=True)
@@ -79,6 +85,30 @@ class Clock:
             fn()
         return (time.perf_counter() - t0) / inner
 
+    def _per_call_with(self, fn: Callable[[], object], inner: int,
+                       after: Callable[[], object]) -> float:
+        """``per_call`` with an untimed ``after`` between the calls: each call timed alone."""
+        total = 0.0
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            events = []
+            for _ in range(inner):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                after()  # queued after ``end``: outside the measured interval
+                events.append((start, end))
+            torch.cuda.synchronize(self.device)
+            return sum(s.elapsed_time(e) for s, e in events) / 1e3 / inner
+        for _ in range(inner):
+            t0 = time.perf_counter()
+            fn()
+            total += time.perf_counter() - t0
+            after()
+        return total / inner
+
 
 #: progress callback: (phase "warmup" | "round", contender name, index, total)
 Progress = Callable[[str, str, int, int], None]
@@ -91,14 +121,19 @@ def _failure(exc: BaseException) -> str:
 
 def interleaved(fns: dict[str, Callable[[], object]], clock: Clock, *, warmup: int = 2,
                 repeats: int = 5, min_sample_s: float = 0.01,
-                progress: Progress | None = None) -> tuple[dict[str, Timing], dict[str, str]]:
+                progress: Progress | None = None,
+                after: dict[str, Callable[[], object]] | None = None
+                ) -> tuple[dict[str, Timing], dict[str, str]]:
     """Warm every function up, then time them round-robin for ``repeats`` rounds.
+
+    ``after``: per name, an untimed hook run after each of that function's calls.
 
     Returns ``(timings, failures)``: a function that raises (in warm-up or later) is dropped
     from the remaining rounds and reported in ``failures`` as "Type: message".
     """
     if warmup < 1 or repeats < 1:
         raise ValueError("need warmup >= 1 and repeats >= 1")
+    after = after or {}
     failures: dict[str, str] = {}
     inner: dict[str, int] = {}
     for name, fn in fns.items():
@@ -106,7 +141,7 @@ def interleaved(fns: dict[str, Callable[[], object]], clock: Clock, *, warmup: i
             for i in range(warmup):
                 if progress:
                     progress("warmup", name, i + 1, warmup)
-                t = clock.per_call(fn)
+                t = clock.per_call(fn, after=after.get(name))
         except Exception as exc:  # a contender that fails is reported, the others go on
             failures[name] = _failure(exc)
             continue
@@ -124,7 +159,7 @@ def interleaved(fns: dict[str, Callable[[], object]], clock: Clock, *, warmup: i
                 if progress:
                     progress("round", name, r + 1, repeats)
                 try:
-                    samples[name].append(clock.per_call(fns[name], inner[name]))
+                    samples[name].append(clock.per_call(fns[name], inner[name], after.get(name)))
                 except Exception as exc:
                     failures[name] = _failure(exc)
     finally:

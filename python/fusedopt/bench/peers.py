@@ -10,6 +10,10 @@
   compiled into one graph; the AMP unscale and skip stay eager (GradScaler cannot be traced).
 * ``deepspeed.cpu_adam`` (CPU) / ``deepspeed.fused_adam``, ``apex.fused_adam``,
   ``te.fused_adam`` (CUDA): Adam/AdamW only, with the same composition for clip and AMP.
+* ``pytorch_optimizer``, ``lion_pytorch``, ``schedulefree``: the public implementations of the
+  algorithms torch.optim lacks (:data:`PUBLIC`: Lion, Adan, Schedule-Free AdamW), built with
+  the registry entry's hyperparameters and the same composition for clip and AMP; each runs
+  only the algorithms of that table (the others never select it).
 
 A peer whose package is not installed is left out with a note; one that cannot run a case
 (algorithm, dtype, device) raises :class:`~fusedopt.bench.contenders.Skip` with the reason.
@@ -139,14 +143,114 @@ def _third_party_fused_adam(module: str, attr: str, switch: str) -> Callable[[Ca
     return build
 
 
+# ------------------------------------------------------------ public implementations
+def _same(*keys: str) -> Callable[[dict], dict]:
+    """The registry kwargs ``keys``, passed under the same names."""
+    return lambda kw: {k: kw[k] for k in keys if k in kw}
+
+
+def _adan_kwargs(kw: dict) -> dict:
+    # fusedopt's no_prox (decay as a multiply before the update) is pytorch-optimizer's
+    # weight_decouple; both default to the proximal form (docs/algorithms.md, Adan)
+    return dict(_same("lr", "betas", "eps", "weight_decay")(kw),
+                weight_decouple=kw.get("no_prox", False))
+
+
+@dataclass(frozen=True)
+class Public:
+    """A public implementation of a registry algorithm: ``package.attr(params, **kwargs(kw))``
+    with ``kw`` the registry entry's kwargs (the conventions aligned as
+    tests/test_public_references.py checks them numerically)."""
+
+    package: str
+    attr: str
+    kwargs: Callable[[dict], dict]
+    #: extra constructor flags, stated in the legend (e.g. schedulefree's foreach=True)
+    flags: tuple[tuple[str, object], ...] = ()
+    #: its step rewrites p.grad in place (schedulefree divides the grads by the denominator
+    #: and adds the decay into them): the bench restores the case's grads after each of its
+    #: calls, untimed (Runner.after), so that every contender keeps seeing the same grads
+    rewrites_grads: bool = False
+    #: the authors' API wants train() before the first step (Schedule-Free)
+    train: bool = False
+
+
+#: Registry algorithm -> the public implementations it is timed against (peer = package).
+#: pytorch-optimizer's Lion and Adan take their foreach path on CPU too by default
+#: (foreach=None: any group of dense real grads); schedulefree's foreach=True is its default,
+#: passed explicitly so the legend says it. lion-pytorch has no foreach path (a loop over params).
+PUBLIC: dict[str, tuple[Public, ...]] = {
+    "lion": (Public("pytorch_optimizer", "Lion", _same("lr", "betas", "weight_decay")),
+             Public("lion_pytorch", "Lion", _same("lr", "betas", "weight_decay"))),
+    "adan": (Public("pytorch_optimizer", "Adan", _adan_kwargs),),
+    "schedule_free_adamw": (
+        Public("schedulefree", "AdamWScheduleFree",
+               _same("lr", "betas", "eps", "weight_decay", "warmup_steps", "r",
+                     "weight_lr_power"),
+               flags=(("foreach", True),), rewrites_grads=True, train=True),),
+}
+
+
+def public_algorithms(package: str) -> tuple[str, ...]:
+    """The registry algorithms ``package`` has a public implementation of in :data:`PUBLIC`."""
+    return tuple(a for a, impls in PUBLIC.items() if any(i.package == package for i in impls))
+
+
+def _uses_foreach(opt: torch.optim.Optimizer) -> bool | None:
+    """Whether a pytorch-optimizer optimizer takes its foreach path for its first group (None
+    when it has no such switch)."""
+    check = getattr(opt, "_can_use_foreach", None)
+    return None if check is None else bool(check(opt.param_groups[0]))
+
+
+def _grad_restorer(case: Case) -> Callable[[], None]:
+    """A hook that copies the case's grads back to their values when it was made (one snapshot
+    per case, shared by every peer that needs it)."""
+    grads = [p.grad for p in case.params]
+    saved = case.scratch.get("grads_snapshot")
+    if saved is None:
+        saved = case.scratch["grads_snapshot"] = [g.detach().clone() for g in grads]
+
+    def restore() -> None:
+        for p, g in zip(case.params, grads):
+            p.grad = g  # in case the peer replaced the tensor rather than writing into it
+        torch._foreach_copy_(grads, saved)
+
+    return restore
+
+
+def _public_peer(package: str) -> Callable[[Case], Runner]:
+    def build(case: Case) -> Runner:
+        impl = next((i for i in PUBLIC.get(case.algorithm, ()) if i.package == package), None)
+        if impl is None:
+            raise Skip(f"{package} has no {case.algorithm} in the bench's table")
+        kwargs = {**impl.kwargs(case.info.kwargs), **dict(impl.flags)}
+        cls = getattr(importlib.import_module(package), impl.attr)
+        opt = cls(case.params, **kwargs)
+        if impl.train:
+            opt.train()
+        name = f"{package}.{impl.attr}({_flags(kwargs)})"
+        foreach = _uses_foreach(opt)
+        if foreach is not None:
+            name += f" [its {'foreach' if foreach else 'per-param'} path]"
+        runner = _composed(case, opt, name, foreach=True)
+        if impl.rewrites_grads:
+            runner.after = _grad_restorer(case)
+            runner.impl += " (grads restored after each call, untimed)"
+        return runner
+    return build
+
+
 @dataclass(frozen=True)
 class PeerSpec:
-    """A peer: its name, the package it needs, the device types it runs on, its builder."""
+    """A peer: its name, the package it needs, the device types it runs on, its builder, and
+    the algorithms it can run (None: it decides in ``build``, raising Skip)."""
 
     name: str
     package: str
     devices: tuple[str, ...]
     build: Callable[[Case], Runner]
+    algorithms: tuple[str, ...] | None = None
 
 
 PEERS: dict[str, PeerSpec] = {p.name: p for p in [
@@ -162,6 +266,8 @@ PEERS: dict[str, PeerSpec] = {p.name: p for p in [
     PeerSpec("te.fused_adam", "transformer_engine", ("cuda",),
              _third_party_fused_adam("transformer_engine.pytorch.optimizers", "FusedAdam",
                                      "adam_w_mode")),
+    *(PeerSpec(pkg, pkg, ("cpu", "cuda"), _public_peer(pkg), public_algorithms(pkg))
+      for pkg in dict.fromkeys(i.package for impls in PUBLIC.values() for i in impls)),
 ]}
 
 
@@ -179,5 +285,5 @@ def peer_contenders(device: torch.device, requested: list[str] | None = None
         if importlib.util.find_spec(spec.package) is None:
             notes.append(f"{name} skipped: {spec.package} is not installed")
             continue
-        out.append(Contender(name, PEER, spec.build))
+        out.append(Contender(name, PEER, spec.build, spec.algorithms))
     return out, notes

@@ -55,6 +55,8 @@ class CaseSpec:
     def selects(self, contender: Contender) -> bool:
         if contender.kind == ROOFLINE:
             return True
+        if contender.algorithms is not None and self.algorithm not in contender.algorithms:
+            return False
         if any(contender.name.startswith(x) for x in self.exclude):
             return False
         return self.only is None or any(contender.name.startswith(o) for o in self.only)
@@ -163,7 +165,8 @@ def run(specs: list[CaseSpec], contenders: list[Contender], settings: Settings,
                       f"{settings.warmup} warm-up + {settings.repeats} interleaved rounds")
         timings, failures = interleaved(
             {c.name: r.step for c, r in setups}, clock, warmup=settings.warmup,
-            repeats=settings.repeats, min_sample_s=settings.min_sample_s, progress=progress)
+            repeats=settings.repeats, min_sample_s=settings.min_sample_s, progress=progress,
+            after={c.name: r.after for c, r in setups if r.after is not None})
         skipped += [Skipped(case.label, name, why) for name, why in failures.items()]
         rows = case_rows(case, setups, timings, load1)
         del setups

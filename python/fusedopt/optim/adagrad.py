@@ -81,9 +81,11 @@ class Adagrad(FusedOptimizer):
         if not self.norm:
             for group, buckets in groups:
                 for b in buckets:
-                    self._backend.adagrad_step_(
-                        b, stats, lr=group["lr"], lr_decay=float(group["lr_decay"]),
-                        eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
+                    # fusedopt.reference.adagrad.HYPER order: lr_decay, eps, weight_decay
+                    self._backend.elementwise_step_(
+                        b, stats, algo="adagrad", lr=group["lr"],
+                        hyper=(float(group["lr_decay"]), float(group["eps"]),
+                               float(group["weight_decay"])),
                         use_prologue=use_prologue, telemetry=self.telemetry,
                         maximize=group["maximize"])
             return

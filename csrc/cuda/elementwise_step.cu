@@ -1,0 +1,73 @@
+// elementwise_step: the update call of every element-wise algorithm (contract:
+// elementwise_step_, backends/__init__.py): the per-tensor scalars launch, one update launch
+// over every chunk of the bucket, then the finish launch (Note [finish]).
+#include <stdexcept>
+#include <string>
+
+#include "cuda/dtype_check.h"
+#include "cuda/elementwise_step.cuh"
+#include "cuda/finish.cuh"
+
+namespace fusedopt::cuda {
+
+// Instantiated in the generated elementwise_step_<dtype>.cu files (csrc/cuda/sources.cmake).
+extern template bool launch_elementwise_for_param<float>(const ElementwiseLaunch&);
+extern template bool launch_elementwise_for_param<double>(const ElementwiseLaunch&);
+extern template bool launch_elementwise_for_param<bf16_t>(const ElementwiseLaunch&);
+extern template bool launch_elementwise_for_param<fp16_t>(const ElementwiseLaunch&);
+
+namespace {
+
+/// Note [tensor scalars]: the algorithm's scalars() of every tensor, in fp64 as the CPU core
+/// computes them on the host (csrc/cpu/elementwise_step.cpp), from the device's lr and steps.
+__global__ void __launch_bounds__(kFinishBlockSize)
+    elementwise_scalars_kernel(const __grid_constant__ ElementwiseArgs a) {
+  const double lr = read_lr(a.pass.lr);
+  const TableView& t = a.pass.table;
+  for (int64_t k = blockIdx.x * int64_t(kFinishBlockSize) + threadIdx.x; k < t.n_tensors();
+       k += int64_t(gridDim.x) * kFinishBlockSize) {
+    math::elementwise_scalars(a.algorithm, next_step(t, k), lr, a.hyper,
+                              a.pass.scalars + k * kMaxScalarsPerTensor);
+  }
+}
+
+}  // namespace
+
+void elementwise_step(const Table& t, double* stats, const ElementwiseCall& call,
+                      uintptr_t stream) {
+  if (call.algorithm < 0 || call.algorithm >= math::kNumElementwiseAlgorithms) {
+    throw std::invalid_argument("fusedopt: unknown element-wise algorithm code");
+  }
+  const math::ElementwiseInfo& info = math::kElementwiseAlgorithms[call.algorithm];
+  if (call.n_hyper != info.hyper) {
+    throw std::invalid_argument(std::string("fusedopt: ") + info.name + " takes " +
+                                std::to_string(info.hyper) + " hyperparameters");
+  }
+  check_dtypes(t);
+  ElementwiseLaunch l{};
+  l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue, call.maximize,
+                 call.lr};
+  l.args.algorithm = call.algorithm;
+  for (int h = 0; h < math::kMaxHyper; ++h) l.args.hyper[h] = call.hyper[h];
+  l.telemetry = call.telemetry;
+  l.grad_dtype = t.grad_dtype;
+  l.state_dtype = t.state_dtype;
+  l.master = t.master;
+  l.device = t.device;
+  l.stream = stream;
+
+  if (t.n_chunks > 0) {
+    DeviceGuard guard(t.device);
+    launch_kernel<&elementwise_scalars_kernel, kFinishBlockSize>(
+        scalar_grid(t.n_tensors), stream, l.args, "elementwise_scalars_kernel");
+    dispatch::switch_dtype(t.param_dtype, [&](auto tag) {
+      launch_elementwise_for_param<typename decltype(tag)::type>(l);
+    });
+  }
+  launch_finish({view_of(t), stats, t.partials, call.telemetry ? 3 : 0, int(kSlotUpdateSq),
+                 /*advance_steps=*/true, call.use_prologue, t.param_dtype == DType::kFloat64,
+                 call.lr},
+                t.device, stream);
+}
+
+}  // namespace fusedopt::cuda
