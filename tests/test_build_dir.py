@@ -40,7 +40,7 @@ def _versions(table):
 
 FOUND = {"cmake": "/tmp/pip-build-env-a/overlay/bin/cmake",
          "ninja": "/tmp/pip-build-env-a/overlay/bin/ninja",
-         "cxx": "/usr/bin/c++", "nvcc": None, "ccache": None}
+         "cxx": "/usr/bin/c++", "ccache": None}
 VERSIONS = {"cmake": "cmake version 4.4.5", "ninja": "1.13.2", "c++": "g++ 12.2.0"}
 
 
@@ -65,8 +65,10 @@ def test_key_ignores_tool_paths_but_not_versions_or_options(setup_py):
         key({**env, "FUSEDOPT_SANITIZE": "address"}, FOUND, "3.1.0", _versions(VERSIONS)),
         key({**env, "FUSEDOPT_CPU_ISAS": "generic"}, FOUND, "3.1.0", _versions(VERSIONS)),
         key({**env, "FUSEDOPT_CUDA_ARCHS": "90"}, FOUND, "3.1.0", _versions(VERSIONS)),
-        key(env, {**FOUND, "nvcc": "/usr/local/cuda/bin/nvcc"}, "3.1.0",
-            _versions({**VERSIONS, "nvcc": "release 12.8"})),
+        key(env, FOUND, "3.1.0", _versions({**VERSIONS, "nvcc": "release 12.8"}),
+            [{"nvcc": "/usr/local/cuda/bin/nvcc"}]),
+        key({**env, "FUSEDOPT_CUDA_TOOLKITS": "/usr/local/cuda-12.8"}, FOUND, "3.1.0",
+            _versions(VERSIONS)),
     ]
     dirs = {build_dir_for(k) for k in different}
     assert len(dirs) == len(different) and a not in dirs
@@ -163,23 +165,29 @@ def test_a_cache_made_elsewhere_is_reconfigured_cleanly(setup_py, tmp_path, monk
 @pytest.mark.parametrize("editable", [False, True])
 def test_cpu_only_build_drops_an_old_cuda_module(setup_py, tmp_path, monkeypatch, editable):
     """A FUSEDOPT_CUDA=off rebuild must not leave (and so pack, or import from the source tree
-    of an editable install) the _C_cuda of an earlier build; its summary says why."""
+    of an editable install) the CUDA modules of an earlier build (_C_cuda<major>, or the
+    single _C_cuda of older versions); its summary says why."""
     monkeypatch.setenv("FUSEDOPT_CUDA", "off")
     monkeypatch.setenv("FUSEDOPT_BUILD_DIR", str(tmp_path / "cmake"))
     source = tmp_path / "src"
     monkeypatch.setitem(setup_py["CMakeBuild"].run.__globals__, "SOURCE", source)
     cmd = _command(setup_py, tmp_path, names=("fusedopt._C_cuda",), editable=editable)
-    name = cmd.get_ext_filename("fusedopt._C_cuda")
-    olds = [tmp_path / "lib" / name, source / name]
+    olds = []
+    for module in ("fusedopt._C_cuda", "fusedopt._C_cuda12", "fusedopt._C_cuda13"):
+        name = cmd.get_ext_filename(module)
+        olds += [tmp_path / "lib" / name, source / name]
     for old in olds:
         old.parent.mkdir(parents=True, exist_ok=True)
         old.write_bytes(b"an earlier build's module")
     cmd.run()
-    assert not olds[0].exists()
-    assert olds[1].exists() != editable  # the source tree is only touched by editable builds
+    for in_lib, in_source in zip(olds[::2], olds[1::2]):
+        assert not in_lib.exists()
+        # the source tree is only touched by editable builds
+        assert in_source.exists() != editable
     summary = json.loads((tmp_path / "lib" / "fusedopt" / setup_py["SUMMARY"]).read_text())
-    assert [s["stage"] for s in summary["stages"]] == ["configure", "CUDA (fusedopt._C_cuda)"]
+    assert [s["stage"] for s in summary["stages"]] == ["configure", "CUDA"]
     assert summary["stages"][1]["status"] == "skipped: off (FUSEDOPT_CUDA=off)"
+    assert summary["cuda_modules"] == []
     assert (source / "fusedopt" / setup_py["SUMMARY"]).exists() == editable
 
 

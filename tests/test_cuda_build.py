@@ -213,3 +213,47 @@ def test_import_fusedopt_does_not_load_cuda():
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------ CUDA 12 module
+@pytest.mark.slow
+def test_cuda12_module_builds_and_names_its_runtime(tmp_path):
+    """The CUDA 12 module of a two-toolkit wheel (Note [CUDA modules]): built by the CUDA 12
+    toolkit setup.py would pick (FUSEDOPT_CUDA_TOOLKITS, or /usr/local/cuda-12.x beside the
+    PATH's nvcc), named _C_cuda12, with a CUDA 12 runtime in it. One architecture (sm_80)."""
+    import runpy
+
+    import pybind11
+    import setuptools
+
+    saved = setuptools.setup
+    setuptools.setup = lambda **kw: None
+    try:
+        plan, text = runpy.run_path(str(ROOT / "setup.py"), run_name="x")["toolkit_plan"](
+            dict(os.environ, FUSEDOPT_CUDA="auto"))
+    finally:
+        setuptools.setup = saved
+    toolkit = next((t for t in plan if t["major"] == 12), None)
+    if toolkit is None:
+        pytest.skip(f"no CUDA 12 nvcc found ({text}); PyPI's nvidia-cuda-nvcc-cu12 holds ptxas "
+                    "and libnvvm but no nvcc: install a CUDA 12 toolkit, or name it in "
+                    "FUSEDOPT_CUDA_TOOLKITS")
+    build = tmp_path / "cuda12"
+    subprocess.run(["cmake", "-S", str(CUDA_SRC), "-B", str(build), "-G", "Ninja",
+                    "-DCMAKE_BUILD_TYPE=Release", f"-DPython_EXECUTABLE={sys.executable}",
+                    f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", "-DFUSEDOPT_CUDA_ARCHS=80",
+                    "-DFUSEDOPT_CUDA_MODULE=_C_cuda12", f"-DCMAKE_CUDA_COMPILER={toolkit['nvcc']}"],
+                   check=True, capture_output=True, text=True)
+    jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
+    done = subprocess.run(["cmake", "--build", str(build), "-j", jobs], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr
+    module = next(build.glob("_C_cuda12*.so"))
+    code = ("import importlib.util, json\n"
+            f"spec = importlib.util.spec_from_file_location('fusedopt._C_cuda12', {str(module)!r})\n"
+            "M = importlib.util.module_from_spec(spec); spec.loader.exec_module(M)\n"
+            "print(json.dumps([M.runtime_status()['runtime_version'], M.build_info()['nvcc']]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    runtime, nvcc = json.loads(out.stdout)
+    assert runtime // 1000 == 12 and nvcc.startswith("12.")

@@ -16,7 +16,8 @@ import sys
 
 #: imported by ``import fusedopt`` only when used (prefixes: a submodule counts as its package)
 LAZY = ("torch.distributed.tensor", "torch.distributed.fsdp", "torch.distributed.checkpoint",
-        "triton", "fusedopt.triton_kernels", "fusedopt._C", "fusedopt._C_cuda",
+        "triton", "fusedopt.triton_kernels", "fusedopt._C", "fusedopt._C_cuda12",
+        "fusedopt._C_cuda13",
         "fusedopt.bench", "fusedopt.papers", "matplotlib", "sklearn", "sympy", "deepspeed")
 
 

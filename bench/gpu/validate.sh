@@ -140,7 +140,7 @@ step_build() {
     return "$rc"
   fi
   grep -E "fusedopt CUDA:|CMAKE_CUDA_ARCHITECTURES|Successfully installed" "$OUT/build.log" | tail -3
-  "$PY" -c "import fusedopt._C, fusedopt._C_cuda; print('fusedopt._C and fusedopt._C_cuda import')" || return 1
+  "$PY" -c "import fusedopt._C, fusedopt._native_cuda as c; print('fusedopt._C and fusedopt.' + c.native().__name__.split('.')[-1] + ' import')" || return 1
   echo "build: ok in $dt s"
 }
 

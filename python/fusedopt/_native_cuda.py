@@ -1,8 +1,23 @@
-"""Loads the CUDA kernels ``fusedopt._C_cuda`` on first use and keeps their device tables.
+"""Loads the CUDA kernels ``fusedopt._C_cuda<major>`` on first use and keeps their device tables.
 
 Importing this module loads nothing: ``import fusedopt`` works on machines without CUDA
 (docs/architecture.md#build); the compiled module is imported by :func:`native`, the first
 time a kernel runs.
+
+Note [CUDA modules]: an install carries one CUDA module per CUDA major it was built with
+(``_C_cuda12``, ``_C_cuda13``; setup.py's toolkit_plan), each with its CUDA runtime linked
+statically. A statically linked runtime needs a driver that supports its major: CUDA 12.x runs
+on drivers for CUDA >= 12.0 (Linux >= 525.60.13) through minor version compatibility, CUDA 13.x
+needs drivers for CUDA >= 13.0 (Linux >= 580.65.06): NVIDIA's CUDA Compatibility guide (table
+"CUDA Toolkit 11.x, 12.x and 13.x driver version ranges") and the CUDA toolkit release notes
+(driver table). :func:`native` asks the driver which CUDA version it supports
+(``cuDriverGetVersion`` of libcuda.so.1, through ctypes: nothing else is loaded) and imports
+the newest module that driver can run (:func:`choose`), so an R535 cluster gets the CUDA 12
+kernels and an R580 one the CUDA 13 kernels from the same wheel. Cubins of a newer minor
+release load on an older driver of the same major; PTX JIT (GPUs newer than every cubin) needs
+a driver as new as the toolkit. ``FUSEDOPT_CUDA_MODULE=_C_cuda12`` forces a module (tests, a
+GPU validation of the older build on a new driver). ``python -m fusedopt.env`` prints the
+modules, what each needs, the driver's version and the choice.
 
 Note [device tables]: every launch reads one int64 table in device memory (pointers, sizes and
 the chunk list of a tensor list; layout in csrc/cuda/device_table.h) and writes per-chunk sums
@@ -38,9 +53,12 @@ is frozen at capture, so a schedule that must run inside a graph keeps its lr on
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
-import importlib.util
+import importlib.machinery
 import operator
+import os
+import re
 import weakref
 from dataclasses import dataclass
 from types import ModuleType
@@ -52,21 +70,100 @@ from torch import Tensor
 from ._native import DTYPE_CODES, check_bucket, check_grad_list, signature, state_slots
 from .backends.bucket import Bucket
 
-_MODULE = "fusedopt._C_cuda"
 _module: ModuleType | None = None
 _data_ptr = Tensor.data_ptr
 
+#: CUDA major of a module -> (the driver's CUDA version it needs, as cuDriverGetVersion
+#: reports it, and the first Linux driver release with it): Note [CUDA modules]
+DRIVER_NEEDED: dict[int, tuple[int, str]] = {12: (12000, "525.60.13"), 13: (13000, "580.65.06")}
+_NAME = re.compile(r"^_C_cuda(\d+)$")
+
+
+def built_modules() -> list[tuple[int, str]]:
+    """(CUDA major, module name) of each ``_C_cuda<major>`` in this install, newest first, found
+    by file name (nothing is loaded)."""
+    found = set()
+    package = os.path.dirname(os.path.abspath(__file__))
+    for name in os.listdir(package):
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            m = _NAME.match(name[:-len(suffix)]) if name.endswith(suffix) else None
+            if m:
+                found.add((int(m.group(1)), m.group(0)))
+    return sorted(found, reverse=True)
+
 
 def is_built() -> bool:
-    """Whether the CUDA module was built into this install (checked without loading it)."""
-    return importlib.util.find_spec(_MODULE) is not None
+    """Whether a CUDA module was built into this install (checked without loading it)."""
+    return bool(built_modules())
+
+
+def driver_version() -> tuple[int | None, str]:
+    """(the CUDA version the installed driver supports, e.g. 12040 for 12.4; or None, and why)
+    from ``cuDriverGetVersion`` in libcuda.so.1 (no cuInit, no device needed)."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        return None, f"no CUDA driver (libcuda.so.1 cannot be loaded: {exc})"
+    version = ctypes.c_int(0)
+    code = libcuda.cuDriverGetVersion(ctypes.byref(version))
+    if code != 0:
+        return None, f"the CUDA driver's cuDriverGetVersion failed (CUresult {code})"
+    return version.value, ""
+
+
+def cuda_version_text(code: int) -> str:
+    """CUDA's version code (12040) as text (12.4)."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def requirement(major: int) -> str:
+    """What the CUDA ``major`` module needs of the driver, as text."""
+    if major not in DRIVER_NEEDED:
+        return f"a driver for CUDA >= {major}.0"
+    cuda, linux = DRIVER_NEEDED[major]
+    return f"a driver for CUDA >= {cuda_version_text(cuda)} (Linux >= {linux})"
+
+
+def choose(modules: list[tuple[int, str]], driver: int | None, driver_error: str = "",
+           forced: str | None = None) -> tuple[str | None, str]:
+    """(the module to import, or None; why): the newest of ``modules`` ((major, name), as
+    :func:`built_modules` lists them) whose major ``driver`` (cuDriverGetVersion's code) runs;
+    ``forced`` (FUSEDOPT_CUDA_MODULE) picks one by name. Pure: tests give fake versions."""
+    if not modules:
+        return None, ("no CUDA module was built (nvcc was not found when fusedopt was installed, "
+                      "or FUSEDOPT_CUDA=off)")
+    names = [name for _, name in modules]
+    if forced:
+        if forced in names:
+            return forced, f"FUSEDOPT_CUDA_MODULE={forced}"
+        return None, f"FUSEDOPT_CUDA_MODULE={forced} is not built (built: {', '.join(names)})"
+    if driver is None:
+        return None, driver_error or "no CUDA driver"
+    for major, name in sorted(modules, reverse=True):
+        needed = DRIVER_NEEDED.get(major, (major * 1000, ""))[0]
+        if driver >= needed:
+            return name, (f"the newest module the driver (CUDA {cuda_version_text(driver)}) "
+                          f"runs")
+    oldest = min(major for major, _ in modules)
+    return None, (f"the driver supports CUDA {cuda_version_text(driver)}; the oldest module "
+                  f"built (CUDA {oldest}) needs {requirement(oldest)}: update the driver")
+
+
+def selection() -> tuple[str | None, str]:
+    """:func:`choose` for this install and this machine's driver."""
+    driver, error = driver_version()
+    return choose(built_modules(), driver, error, os.environ.get("FUSEDOPT_CUDA_MODULE") or None)
 
 
 def native() -> ModuleType:
-    """The compiled CUDA module, imported on first use (ImportError says why it cannot be)."""
+    """The compiled CUDA module the driver runs (Note [CUDA modules]), imported on first use;
+    ImportError says why none can be."""
     global _module
     if _module is None:
-        _module = importlib.import_module(_MODULE)
+        name, why = selection()
+        if name is None:
+            raise ImportError(f"no usable fusedopt CUDA module: {why}")
+        _module = importlib.import_module(f"fusedopt.{name}")
     return _module
 
 

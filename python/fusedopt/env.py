@@ -80,6 +80,36 @@ def _build_lines() -> list[str]:
     return lines
 
 
+def _cuda_module_lines() -> list[str]:
+    """The CUDA modules of this install, what driver each needs, the driver's version and
+    which module the loader picks (Note [CUDA modules] in fusedopt._native_cuda); nothing is
+    loaded but libcuda.so.1, for its version."""
+    from . import _native_cuda as nc
+
+    modules = nc.built_modules()
+    if not modules:
+        return ["  none built (nvcc was not found when fusedopt was installed, or "
+                "FUSEDOPT_CUDA=off)"]
+    built = {}
+    try:
+        summary = json.loads(Path(__file__).with_name("_build_summary.json").read_text())
+        built = {m["module"]: m for m in summary.get("cuda_modules", [])}
+    except (OSError, ValueError):
+        pass
+    lines = []
+    for major, name in modules:
+        facts = built.get(name, {})
+        nvcc = f"nvcc {facts['version']}, " if "version" in facts else ""
+        size = f", {facts['bytes'] / 2**20:.1f} MiB" if facts.get("bytes") else ""
+        lines.append(f"  {name}: CUDA {major} ({nvcc}needs {nc.requirement(major)}{size})")
+    driver, error = nc.driver_version()
+    lines.append(f"  driver: CUDA {nc.cuda_version_text(driver)}" if driver is not None
+                 else f"  driver: none: {error}")
+    name, why = nc.selection()
+    lines.append(f"  picked: {name} ({why})" if name else f"  picked: none: {why}")
+    return lines
+
+
 def _backend_lines(device: str) -> list[str]:
     lines = []
     try:
@@ -115,6 +145,8 @@ def report() -> str:
         *_native_lines(),
         "build (setup.py):",
         *_build_lines(),
+        "CUDA modules (fusedopt._C_cuda<major>, picked by the driver's CUDA version):",
+        *_cuda_module_lines(),
     ]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
