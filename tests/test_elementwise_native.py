@@ -28,6 +28,10 @@ CASES = {
     "adan": dict(lr=2e-2, hyper=(0.98, 0.92, 0.99, 1e-8, 0.05, 0.0)),
     "adan_no_prox": dict(lr=2e-2, hyper=(0.98, 0.92, 0.99, 1e-8, 0.05, 1.0), algo="adan"),
     "schedule_free_adamw": dict(lr=2e-2, hyper=(0.9, 0.999, 1e-8, 0.05, 0.25)),
+    # coupled decay and the t^(1/4) clip; decoupled decay without a clip (bound +inf)
+    "adopt": dict(lr=2e-2, hyper=(0.9, 0.99, 1e-6, 0.05, 0.0, 1.0, 0.25)),
+    "adopt_decoupled_no_clip": dict(lr=2e-2, hyper=(0.9, 0.99, 1e-6, 0.05, 1.0, 0.0, 0.0),
+                                    algo="adopt"),
 }
 SIZES = (1, 7, 4095, 4097, 70001)
 
@@ -38,7 +42,7 @@ def _native_list() -> dict:
 
 def test_native_list_matches_the_reference_modules():
     built = _native_list()
-    assert set(built) >= {"lion", "adan", "schedule_free_adamw", "adagrad"}
+    assert set(built) >= {"lion", "adan", "schedule_free_adamw", "adagrad", "adopt"}
     for name, (states, hyper, scalars) in built.items():
         mod = elementwise.spec(name)
         assert (states, hyper, scalars) == (len(mod.STATES), len(mod.HYPER), mod.N_SCALARS), name

@@ -21,8 +21,8 @@ master weights for 16-bit params), and ``harness.assert_within_budget`` must rai
 unmutated fake (``none``: the same wrapping, no bug) must pass, so a caught mutant is the
 budget's doing, not a broken setup. ``truncate_16bit`` applies where a 16-bit store exists.
 ``no_weight_decay`` is also run on Adagrad, and every mutant on the element-wise algorithms
-(Lion, Adan, Schedule-Free AdamW; ``swap_betas`` and ``no_weight_decay`` act on their HYPER
-tuple by name) in fp32 and in bf16 with master weights under AMP and clipping.
+(Lion, Adan, Schedule-Free AdamW, ADOPT; ``swap_betas`` and ``no_weight_decay`` act on
+their HYPER tuple by name) in fp32 and in bf16 with master weights under AMP and clipping.
 
 The 16-bit runs use a larger lr and more steps, so that an update spans many ulps of the
 param: at the registry's lr (1e-2) an AdamW update is about one bf16 ulp of a unit param, and
@@ -240,7 +240,7 @@ def test_mutant_is_caught(mutant, dt, mode):
 #: the element-wise algorithms (one elementwise_step_ call, their hyperparameters a tuple named
 #: by the reference module's HYPER): every mutant in fp32 and in bf16 with master weights and
 #: AMP + clipping (a 16-bit store, the prologue, the master re-seed)
-ELEMENTWISE = ("lion", "adan", "schedule_free_adamw")
+ELEMENTWISE = ("lion", "adan", "schedule_free_adamw", "adopt")
 ELEMENTWISE_CASES = [("fp32", "plain"), ("bf16_master", "clip_amp")]
 
 

@@ -11,6 +11,8 @@ state the two share must agree:
 * ScheduleFreeAdamW vs ``schedulefree.AdamWScheduleFree``, with warmup, weight decay, the
   polynomial weighting, and ``eval()``/``train()`` switches along the run (params equal in
   both modes);
+* ADOPT vs ``pytorch_optimizer.ADOPT`` (its foreach and per-param paths; coupled and
+  decoupled decay; ``clip_lambda`` ``step ** 0.25`` <-> ``clip_exponent`` 0.25, None <-> None);
 * Yogi (``AdamW(variant="yogi")``) vs ``pytorch_optimizer.Yogi``, whose one difference is its
   ``initial_accumulator`` (docs/algorithms.md, Yogi).
 
@@ -128,6 +130,7 @@ ADAN_KEYS = {"exp_avg": ("exp_avg", 1.0), "exp_avg_diff": ("exp_avg_diff", 1.0),
              "exp_avg_sq": ("exp_avg_sq", 1.0), "prev_grad": ("previous_grad", -1.0)}
 SF_KEYS = {"z": ("z", 1.0), "exp_avg_sq": ("exp_avg_sq", 1.0)}
 YOGI_KEYS = {"exp_avg": ("exp_avg", 1.0), "exp_avg_sq": ("exp_avg_sq", 1.0)}
+ADOPT_KEYS = {"exp_avg": ("exp_avg", 1.0), "exp_avg_sq": ("exp_avg_sq", 1.0)}
 #: (weight_decay, warmup_steps, r) of the Schedule-Free runs
 SF_CASES = [(0.0, 0, 0.0), (0.1, 10, 0.0), (0.05, 20, 0.5)]
 
@@ -188,6 +191,22 @@ def sf_case(backend: str, wd: float, warmup: int, r: float, mutant: dict | None 
     return worst[0]
 
 
+def adopt_case(backend: str, wd: float, decouple: bool, foreach: bool = True,
+               clip: bool = True, mutant: dict | None = None):
+    po = _peer("pytorch_optimizer")
+    lr = 1e-2
+    kw = dict(lr=lr, weight_decay=wd, weight_decouple=decouple, backend=backend,
+              clip_exponent=0.25 if clip else None)
+    kw.update(mutant or {})  # a wrong setting on fusedopt's side only (test_mutants_are_caught)
+    theirs = {} if clip else dict(clip_lambda=None)  # default clip_lambda: step ** 0.25
+    a, b, oa, ob = run_pair(lambda p: fusedopt.ADOPT(p, **kw),
+                            lambda p: po.ADOPT(p, lr=lr, weight_decay=wd,
+                                               weight_decouple=decouple, foreach=foreach,
+                                               **theirs))
+    return compare(f"adopt ({backend}, wd={wd}, weight_decouple={decouple}, "
+                   f"foreach={foreach}, clip={clip})", a, b, oa, ob, ADOPT_KEYS)
+
+
 def yogi_case(backend: str, wd: float, *, initial_accumulator: float, seed_state: float,
               steps: int = STEPS, rtol: float = RTOL):
     """fusedopt's yogi, its moments seeded with ``seed_state``, vs pytorch-optimizer's Yogi
@@ -230,6 +249,38 @@ def test_schedule_free_adamw(backend, wd, warmup, r):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("decouple", [False, True])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adopt(backend, wd, decouple, foreach):
+    adopt_case(backend, wd, decouple, foreach)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adopt_without_clip(backend):
+    adopt_case(backend, 0.1, True, clip=False)
+
+
+def test_adopt_first_step_seeds_v_only():
+    """ADOPT's first step moves no param (without decoupled decay) and sets v = g^2, m = 0,
+    on both sides; the second step moves it."""
+    po = _peer("pytorch_optimizer")
+    for make in (lambda p: fusedopt.ADOPT(p, backend="reference"), lambda p: po.ADOPT(p)):
+        p = torch.randn(9, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(9, dtype=torch.float64)
+        p0 = p.detach().clone()
+        opt = make([p])
+        p.grad = g.clone()
+        opt.step()
+        assert torch.equal(p.detach(), p0)
+        assert torch.equal(opt.state[p]["exp_avg_sq"], g * g)
+        assert not torch.any(opt.state[p]["exp_avg"])
+        p.grad = g.clone()
+        opt.step()
+        assert not torch.equal(p.detach(), p0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 def test_yogi_matches_without_initial_accumulator(backend, wd):
     """With pytorch-optimizer's initial_accumulator at 0 the two Yogis agree to rounding."""
@@ -260,13 +311,23 @@ MUTANTS = {
     "sf/beta1": lambda: sf_case("reference", 0.1, 10, 0.0, dict(betas=(0.9 + 1e-9, 0.999))),
     "sf/no_decay": lambda: sf_case("reference", 0.1, 10, 0.0, dict(weight_decay=0.0)),
     "sf/no_warmup": lambda: sf_case("reference", 0.1, 10, 0.0, dict(warmup_steps=0)),
+    "adopt/beta2": lambda: adopt_case("reference", 0.1, False,
+                                      mutant=dict(betas=(0.9, 0.9999 + 1e-9))),
+    "adopt/no_decay": lambda: adopt_case("reference", 0.1, False,
+                                         mutant=dict(weight_decay=0.0)),
+    "adopt/decouple_swapped": lambda: adopt_case("reference", 0.1, False,
+                                                 mutant=dict(weight_decouple=True)),
+    "adopt/no_clip": lambda: adopt_case("reference", 0.0, False, mutant=dict(clip_exponent=None)),
+    "adopt/clip_exponent": lambda: adopt_case("reference", 0.0, False,
+                                              mutant=dict(clip_exponent=0.25 + 1e-9)),
 }
 
 
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_mutants_are_caught(mutant):
-    """A fusedopt run with one hyperparameter wrong (a beta off by 1e-9, the decay left out
-    or of the other kind, no warmup) fails the comparison: RTOL can fail."""
+    """A fusedopt run with one hyperparameter wrong (a beta or the clip exponent off by 1e-9,
+    the decay left out or of the other kind, no warmup, no clip) fails the comparison: RTOL
+    can fail."""
     with pytest.raises(AssertionError):
         MUTANTS[mutant]()
 
@@ -287,6 +348,11 @@ if __name__ == "__main__":  # the measured differences, for docs/algorithms.md a
             for no_prox in (False, True):
                 _measure(f"{backend} adan wd={wd} no_prox={no_prox}",
                          lambda: adan_case(backend, wd, no_prox))
+            for decouple in (False, True):
+                for foreach in (True, False):
+                    _measure(f"{backend} adopt wd={wd} weight_decouple={decouple} "
+                             f"foreach={foreach}", lambda: adopt_case(backend, wd, decouple,
+                                                                      foreach))
             _measure(f"{backend} yogi (initial_accumulator 0) wd={wd}",
                      lambda: yogi_case(backend, wd, initial_accumulator=0.0, seed_state=0.0))
         for wd, warmup, r in SF_CASES:

@@ -36,7 +36,7 @@ from fusedopt.reference import elementwise as spec
 from test_triton_backend import (DTYPES, INTERPRETER, MODES, TELEMETRY_SLOTS, TRITON_OK, Problem,
                                  check, copy_bucket, needs_gpu, needs_interpreter, new_stats)
 
-ALGOS = ("lion", "adan", "schedule_free_adamw")
+ALGOS = ("lion", "adan", "schedule_free_adamw", "adopt")
 SIZES = [1, 4095, 0, 4097]
 STEPS = 3
 
@@ -67,10 +67,14 @@ CASES = {
     "adan": ElementwiseUpdate("adan", (0.98, 0.92, 0.99, 1e-8, 0.02, 0.0)),
     "schedule_free_adamw": ElementwiseUpdate("schedule_free_adamw",
                                              (0.9, 0.999, 1e-8, 0.01, 0.25)),
+    # coupled decay, the clip at t^(1/4) (reached: the states start with small v)
+    "adopt": ElementwiseUpdate("adopt", (0.9, 0.99, 1e-6, 0.02, 0.0, 1.0, 0.25)),
     # decoupled instead of proximal decay; lerp's second branch (ckp1 >= 0.5) and no decay
     "adan-no_prox": ElementwiseUpdate("adan", (0.98, 0.92, 0.99, 1e-8, 0.02, 1.0)),
     "schedule_free_adamw-ckp1_0.75-wd_0": ElementwiseUpdate("schedule_free_adamw",
                                                             (0.9, 0.999, 1e-8, 0.0, 0.75)),
+    # decoupled decay, no clip (the bound +inf)
+    "adopt-decoupled-no_clip": ElementwiseUpdate("adopt", (0.9, 0.99, 1e-6, 0.02, 1.0, 0.0, 0.0)),
 }
 
 #: how each state starts: a run in progress (second moments >= 0, z near the param)
@@ -150,7 +154,9 @@ def test_invalid_tensor_lr_skips_everything(algo, bad):
         backend.elementwise_step_(b, stats, algo=algo, lr=torch.tensor(update.lr),
                                   hyper=update.hyper, use_prologue=False, telemetry=False)
         assert stats[S.LR_INVALID] == 1.0 and float(b.steps[1]) == 1.0
-        assert not torch.equal(b.params[1], before.params[1])
+        # the step ran: ADOPT's first step moves no param (it only seeds exp_avg_sq)
+        assert not all(torch.equal(x[1], y[1]) for x, y in [(b.params, before.params)] + [
+            (b.states[k], before.states[k]) for k in b.states])
     check(problem, "bf16_master", "all", update, steps=1)
 
 
@@ -183,6 +189,8 @@ def _mutant(monkeypatch, algo: str, old: str, new: str) -> None:
     ("adan", "diff = select(s[11], 0.0, g - prev)", "diff = g - prev"),
     # Schedule-Free's y interpolated from the wrong end
     ("schedule_free_adamw", "y = lerp(y, z, s[5])", "y = lerp(z, y, s[5])"),
+    # ADOPT moving p at its first step (which only seeds v)
+    ("adopt", "return select(s[9], p, p_new), (", "return p_new, ("),
 ], ids=ALGOS)
 def test_mutant_fails_the_budget(monkeypatch, algo, old, new):
     """The comparison can fail: a one-line change in a kernel module is caught."""

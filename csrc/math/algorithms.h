@@ -5,6 +5,7 @@
 
 #include "math/adagrad.h"
 #include "math/adan.h"
+#include "math/adopt.h"
 #include "math/lion.h"
 #include "math/schedule_free_adamw.h"
 
@@ -12,7 +13,8 @@
   X(Lion)                                  \
   X(Adan)                                  \
   X(ScheduleFreeAdamW)                     \
-  X(Adagrad)
+  X(Adagrad)                               \
+  X(Adopt)
 
 namespace fusedopt::math {
 

@@ -123,6 +123,9 @@ ALGORITHMS: dict[str, AlgoInfo] = {a.name: a for a in [
              dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, warmup_steps=3),
              ("z", "exp_avg_sq"), "schedule_free_adamw", tensor_lr=False,
              paper="Defazio et al. 2024"),
+    # ADOPT with beta2 0.99 (not 0.9999) so that v, and so the clip, change in a short run
+    AlgoInfo("adopt", optim.ADOPT, dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.05),
+             ("exp_avg", "exp_avg_sq"), "adopt", paper="Taniguchi et al. 2024"),
 ]}
 
 
