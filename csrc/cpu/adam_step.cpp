@@ -1,5 +1,4 @@
 // adam_step: the Adam family's update call (contract: adam_step_, backends/__init__.py).
-#include <stdexcept>
 #include <vector>
 
 #include "cpu/isa.h"
@@ -7,21 +6,6 @@
 #include "fusedopt/stats.h"
 
 namespace fusedopt::cpu {
-namespace {
-
-math::AdamKind kind_of(AdamVariant v) {
-  switch (v) {
-    case AdamVariant::kAdam:
-    case AdamVariant::kEadam: return math::AdamKind::kAdam;
-    case AdamVariant::kAmsgrad: return math::AdamKind::kAmsgrad;
-    case AdamVariant::kAdabelief: return math::AdamKind::kAdabelief;
-    case AdamVariant::kRmsprop: return math::AdamKind::kRmsprop;
-    case AdamVariant::kYogi: return math::AdamKind::kYogi;
-  }
-  throw std::invalid_argument("fusedopt: unknown Adam variant code");
-}
-
-}  // namespace
 
 void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nthreads) {
   check_dtypes(t);
@@ -42,7 +26,7 @@ void adam_step(const TensorTable& t, double* stats, const AdamCall& call, int nt
 
   AdamLoop loop{};
   loop.table = view_of(t);
-  loop.kind = kind_of(call.variant);
+  loop.kind = adam_kind(call.variant);
   loop.decay = coupled ? math::Decay::kCoupled : math::Decay::kDecoupled;
   loop.telemetry = call.telemetry;
   loop.call = {pro.coef, call.weight_decay, call.beta1, call.beta2, shifts_v ? call.eps : a, b};

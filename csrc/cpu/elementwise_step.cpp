@@ -12,14 +12,7 @@ namespace fusedopt::cpu {
 
 void elementwise_step(const TensorTable& t, double* stats, const ElementwiseCall& call,
                       int nthreads) {
-  if (call.algorithm < 0 || call.algorithm >= math::kNumElementwiseAlgorithms) {
-    throw std::invalid_argument("fusedopt: unknown element-wise algorithm code");
-  }
-  const math::ElementwiseInfo& info = math::kElementwiseAlgorithms[call.algorithm];
-  if (call.n_hyper != info.hyper) {
-    throw std::invalid_argument(std::string("fusedopt: ") + info.name + " takes " +
-                                std::to_string(info.hyper) + " hyperparameters");
-  }
+  const math::ElementwiseInfo& info = elementwise_info(call);
   for (int s = 0; s < kMaxStates; ++s) {
     const size_t want = s < info.states ? t.param.size() : 0;
     if (t.state[s].size() != want) {

@@ -35,18 +35,6 @@ __global__ void __launch_bounds__(kFinishBlockSize)
   }
 }
 
-math::AdamKind kind_of(AdamVariant v) {
-  switch (v) {
-    case AdamVariant::kAdam:
-    case AdamVariant::kEadam: return math::AdamKind::kAdam;
-    case AdamVariant::kAmsgrad: return math::AdamKind::kAmsgrad;
-    case AdamVariant::kAdabelief: return math::AdamKind::kAdabelief;
-    case AdamVariant::kRmsprop: return math::AdamKind::kRmsprop;
-    case AdamVariant::kYogi: return math::AdamKind::kYogi;
-  }
-  throw std::invalid_argument("fusedopt: unknown Adam variant code");
-}
-
 }  // namespace
 
 void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t stream) {
@@ -66,7 +54,7 @@ void adam_step(const Table& t, double* stats, const AdamCall& call, uintptr_t st
   l.args.shifts_v = eadam || call.variant == AdamVariant::kAdabelief;
   l.args.bias_correction = call.bias_correction && call.variant != AdamVariant::kRmsprop;
   l.args.decoupled = !call.coupled_decay && call.weight_decay != 0.0;
-  l.kind = kind_of(call.variant);
+  l.kind = adam_kind(call.variant);
   l.decay = coupled ? math::Decay::kCoupled : math::Decay::kDecoupled;
   l.telemetry = call.telemetry;
   l.grad_dtype = t.grad_dtype;

@@ -35,14 +35,7 @@ __global__ void __launch_bounds__(kFinishBlockSize)
 
 void elementwise_step(const Table& t, double* stats, const ElementwiseCall& call,
                       uintptr_t stream) {
-  if (call.algorithm < 0 || call.algorithm >= math::kNumElementwiseAlgorithms) {
-    throw std::invalid_argument("fusedopt: unknown element-wise algorithm code");
-  }
-  const math::ElementwiseInfo& info = math::kElementwiseAlgorithms[call.algorithm];
-  if (call.n_hyper != info.hyper) {
-    throw std::invalid_argument(std::string("fusedopt: ") + info.name + " takes " +
-                                std::to_string(info.hyper) + " hyperparameters");
-  }
+  elementwise_info(call);  // checks the code and the hyperparameter count
   check_dtypes(t);
   ElementwiseLaunch l{};
   l.args.pass = {view_of(t), stats, t.partials, t.scalars, call.use_prologue, call.maximize,

@@ -1,11 +1,16 @@
 // The call structs of the kernel contract (python/fusedopt/backends/__init__.py), one
 // definition for the CPU core (csrc/cpu/api.h) and the CUDA core (csrc/cuda/api.h): what a
-// binding fills from Python's arguments and an update call reads. Plain data, no torch.
+// binding fills from Python's arguments and an update call reads, and the two checks both cores
+// make of a call before anything runs. Plain data, no torch.
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "fusedopt/dtype.h"
+#include "math/adam.h"
+#include "math/algorithms.h"
 #include "math/elementwise.h"
 
 namespace fusedopt {
@@ -55,5 +60,32 @@ struct PrologueCall {
   double max_norm;           // < 0: no clipping
   bool compute_norm;         // false: no pass over memory, coef = 1 / grad_scale
 };
+
+/// The element update an Adam variant runs (EAdam is Adam with its eps moved into v).
+inline math::AdamKind adam_kind(AdamVariant v) {
+  switch (v) {
+    case AdamVariant::kAdam:
+    case AdamVariant::kEadam: return math::AdamKind::kAdam;
+    case AdamVariant::kAmsgrad: return math::AdamKind::kAmsgrad;
+    case AdamVariant::kAdabelief: return math::AdamKind::kAdabelief;
+    case AdamVariant::kRmsprop: return math::AdamKind::kRmsprop;
+    case AdamVariant::kYogi: return math::AdamKind::kYogi;
+  }
+  throw std::invalid_argument("fusedopt: unknown Adam variant code");
+}
+
+/// The algorithm of an element-wise call, after checking its code and hyperparameter count
+/// (std::invalid_argument otherwise, before anything is read or written).
+inline const math::ElementwiseInfo& elementwise_info(const ElementwiseCall& call) {
+  if (call.algorithm < 0 || call.algorithm >= math::kNumElementwiseAlgorithms) {
+    throw std::invalid_argument("fusedopt: unknown element-wise algorithm code");
+  }
+  const math::ElementwiseInfo& info = math::kElementwiseAlgorithms[call.algorithm];
+  if (call.n_hyper != info.hyper) {
+    throw std::invalid_argument(std::string("fusedopt: ") + info.name + " takes " +
+                                std::to_string(info.hyper) + " hyperparameters");
+  }
+  return info;
+}
 
 }  // namespace fusedopt
