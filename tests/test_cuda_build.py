@@ -39,7 +39,7 @@ ELEMENTWISE = re.findall(r"^\s*X\((\w+)\)", (ROOT / "csrc" / "math" / "algorithm
 EXPECTED_KERNELS = {
     "adam_kernel": 20 * 5 * 2 * 2,      # x AdamKind x Decay x telemetry
     "elementwise_kernel": 20 * len(ELEMENTWISE) * 2,  # x algorithm x telemetry
-    "elementwise_scalars_kernel": 1,
+    "elementwise_scalars_kernel": len(ELEMENTWISE),  # one per algorithm
     "sgd_kernel": 20 * 2 * 2,           # x momentum direction x telemetry
     "momentum_kernel": 20,
     "norm_partials_kernel": 2,          # fp32 / fp64 opmath

@@ -18,17 +18,32 @@ extern template bool launch_elementwise_for_param<fp16_t>(const ElementwiseLaunc
 
 namespace {
 
-/// Note [tensor scalars]: the algorithm's scalars() of every tensor, in fp64 as the CPU core
+/// Note [tensor scalars]: algorithm A's scalars() of every tensor, in fp64 as the CPU core
 /// computes them on the host (csrc/cpu/elementwise_step.cpp), from the device's lr and steps.
+/// One kernel per algorithm: a single kernel holding every algorithm's scalars() calls libdevice's
+/// pow from so many sites that ptxas keeps it out of line, and its out-of-line copy spilled
+/// (4 bytes on sm_90 once ADOPT's t^(1/4) joined Adan's and Schedule-Free's powers).
+template <class A>
 __global__ void __launch_bounds__(kFinishBlockSize)
     elementwise_scalars_kernel(const __grid_constant__ ElementwiseArgs a) {
   const double lr = read_lr(a.pass.lr);
   const TableView& t = a.pass.table;
   for (int64_t k = blockIdx.x * int64_t(kFinishBlockSize) + threadIdx.x; k < t.n_tensors();
        k += int64_t(gridDim.x) * kFinishBlockSize) {
-    math::elementwise_scalars(a.algorithm, next_step(t, k), lr, a.hyper,
-                              a.pass.scalars + k * kMaxScalarsPerTensor);
+    A::scalars(next_step(t, k), lr, a.hyper, a.pass.scalars + k * kMaxScalarsPerTensor);
   }
+}
+
+/// Launch the scalars kernel of the call's algorithm.
+void launch_scalars(const ElementwiseLaunch& l, int64_t n_tensors) {
+  int index = 0;
+#define FUSEDOPT_SCALARS_LAUNCH(A)                                                       \
+  if (l.args.algorithm == index++) {                                                     \
+    launch_kernel<&elementwise_scalars_kernel<math::A>, kFinishBlockSize>(               \
+        scalar_grid(n_tensors), l.stream, l.args, "elementwise_scalars_kernel");         \
+  }
+  FUSEDOPT_ELEMENTWISE_ALGORITHMS(FUSEDOPT_SCALARS_LAUNCH)
+#undef FUSEDOPT_SCALARS_LAUNCH
 }
 
 }  // namespace
@@ -51,8 +66,7 @@ void elementwise_step(const Table& t, double* stats, const ElementwiseCall& call
 
   if (t.n_chunks > 0) {
     DeviceGuard guard(t.device);
-    launch_kernel<&elementwise_scalars_kernel, kFinishBlockSize>(
-        scalar_grid(t.n_tensors), stream, l.args, "elementwise_scalars_kernel");
+    launch_scalars(l, t.n_tensors);
     dispatch::switch_dtype(t.param_dtype, [&](auto tag) {
       launch_elementwise_for_param<typename decltype(tag)::type>(l);
     });
