@@ -28,7 +28,10 @@ from host_sync import HostSyncCounter
 
 #: the reference's lerp reads ``float()`` of a CPU tensor it builds from a Python float
 #: (python/fusedopt/reference/adam_family.py::lerp); never a device value, no sync on CUDA.
-REFERENCE_HOST_READS = (("fusedopt/reference/adam_family.py", "lerp"),)
+REFERENCE_HOST_READS = (("fusedopt/reference/adam_family.py", "lerp"),
+                        # the reference's IEEE fp64 sqrt goes through numpy for CPU tensors
+                        # only (a device tensor takes torch.sqrt): no device value is read
+                        ("fusedopt/reference/prologue.py", "ieee_sqrt"))
 TINY = torch.finfo(torch.float64).tiny  # the monitor's floor under param_norm (0 on a skip)
 
 

@@ -28,7 +28,12 @@ def _assert_unchanged(opt, params, snap):
             dense = (lambda t: t.to_dense() if t.is_sparse else t)  # noqa: E731
             torch.testing.assert_close(dense(p.grad), dense(g0), rtol=0, atol=0, equal_nan=True)
     now = opt.state_dict()
-    assert now["param_groups"] == sd["param_groups"]
+    # Schedule-Free's host schedule (k, weight_sum, lr_max, scheduled_lr) advances on a step
+    # the device skips: documented (docs/algorithms.md#schedule-free-adamw, its AMP note)
+    host_schedule = ("k", "weight_sum", "lr_max", "scheduled_lr")
+    strip = (lambda gs: [{k: v for k, v in g.items() if k not in host_schedule} for g in gs]
+             if isinstance(opt, fusedopt.ScheduleFreeAdamW) else gs)  # noqa: E731
+    assert strip(now["param_groups"]) == strip(sd["param_groups"])
     assert now["state"].keys() == sd["state"].keys()
     for k, st0 in sd["state"].items():
         if isinstance(st0, torch.Tensor):  # a global tensor (AdaGrad-Norm's accumulator)
