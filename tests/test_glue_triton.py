@@ -9,15 +9,13 @@ re-runs this file in a child process that can (as tests/test_triton_backend.py d
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import fusedopt
 from fusedopt.backends import triton_backend
+
+from interpreted import assert_interpreted_run_passes
 
 TRITON_OK, TRITON_WHY = triton_backend.availability()
 INTERPRETER = TRITON_OK and triton_backend.supports("cpu")
@@ -28,13 +26,7 @@ needs_interpreter = pytest.mark.skipif(
 @pytest.mark.skipif(INTERPRETER or not TRITON_OK, reason="this process runs the tests itself")
 def test_interpreter_suite():
     """Every test of this file, in a child process with TRITON_INTERPRET=1."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          __file__], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(__file__))
-    tail = "\n".join((res.stdout + res.stderr).splitlines()[-60:])
-    assert res.returncode == 0, f"TRITON_INTERPRET=1 run of {__file__} failed:\n{tail}"
-    assert " passed" in res.stdout, tail
+    assert_interpreted_run_passes(__file__)
 
 
 def _common():

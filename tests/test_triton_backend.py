@@ -56,6 +56,7 @@ from fusedopt.backends import triton_backend
 from fusedopt.reference.adam_family import AdamHyper
 from fusedopt.registry import ALGORITHMS
 
+from interpreted import assert_interpreted_run_passes
 from harness import assert_elementwise
 
 TRITON_OK, TRITON_WHY = triton_backend.availability()
@@ -426,13 +427,8 @@ def test_device_support_follows_the_interpreter_mode():
 @pytest.mark.skipif(INTERPRETER or not TRITON_OK, reason="this process runs the tests itself")
 def test_interpreter_suite():
     """Every interpreter test of this file, in a child process with TRITON_INTERPRET=1."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          __file__, "--deselect", f"{__file__}::test_kernels_compile_for_gpus"],
-                         env=env, capture_output=True, text=True, cwd=os.path.dirname(__file__))
-    tail = "\n".join((res.stdout + res.stderr).splitlines()[-60:])
-    assert res.returncode == 0, f"TRITON_INTERPRET=1 run of {__file__} failed:\n{tail}"
-    assert " passed" in res.stdout, tail
+    assert_interpreted_run_passes(__file__, "--deselect",
+                                  f"{__file__}::test_kernels_compile_for_gpus")
 
 
 @pytest.mark.skipif(not TRITON_OK, reason=TRITON_WHY)

@@ -33,6 +33,7 @@ from fusedopt import _stats as S
 from fusedopt.backends import Bucket, reference_backend, triton_backend
 from fusedopt.reference import elementwise as spec
 
+from interpreted import assert_interpreted_run_passes
 from test_triton_backend import (DTYPES, INTERPRETER, MODES, TELEMETRY_SLOTS, TRITON_OK, Problem,
                                  check, copy_bucket, needs_gpu, needs_interpreter, new_stats)
 
@@ -100,13 +101,7 @@ def make_problem(algo: str, steps: int = STEPS, sizes=None, seed: int = 0) -> Pr
 @pytest.mark.skipif(INTERPRETER or not TRITON_OK, reason="this process runs the tests itself")
 def test_interpreter_suite():
     """Every test of this file, in a child process with TRITON_INTERPRET=1."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          __file__], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(__file__))
-    tail = "\n".join((res.stdout + res.stderr).splitlines()[-60:])
-    assert res.returncode == 0, f"TRITON_INTERPRET=1 run of {__file__} failed:\n{tail}"
-    assert " passed" in res.stdout, tail
+    assert_interpreted_run_passes(__file__)
 
 
 # ------------------------------------------------------------------------------ conformance
