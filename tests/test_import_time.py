@@ -57,7 +57,9 @@ def test_an_optimizer_step_loads_nothing_heavy_beyond_torch_optim():
                                "q.grad = torch.ones(4)\n"
                                "torch.optim.AdamW([q]).step()\n")
     assert "fusedopt.optim.adamw" in mods
-    assert _heavy(mods) == []
+    # the first step loads fusedopt._C (under 1 ms): the step signature of every backend reads
+    # tensors through it (Note [step signature], csrc/step_signature.cpp)
+    assert _heavy([m for m in mods if m != "fusedopt._C"]) == []
 
 
 def test_dtensor_recognised_once_its_module_is_imported():

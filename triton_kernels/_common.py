@@ -194,6 +194,8 @@ class Tables:
     layout: tuple = ()
     #: Note [table streams]: handle -> stream of every stream the tables were used on
     streams: dict = field(default_factory=dict)
+    #: the Bucket.grad_epoch whose grad addresses the tables hold (bucket_tables)
+    grad_epoch: int = 0
 
     def partial_sums(self) -> Tensor:
         if self.partials is None:
@@ -312,6 +314,8 @@ def bucket_tables(b, chunk: int, states=None) -> Tables:
     layout = tuple((name, state_rows[name]) for name in names)
     key = ("triton", chunk, layout)
     tables = b.tables.get(key) if b.frozen else None
+    if tables is not None and tables.grad_epoch != b.grad_epoch:
+        tables = None  # the plan saw new grad addresses (Bucket.grad_epoch): compare them
     if tables is not None:
         # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen)
         tables.use_on_current_stream()
@@ -335,6 +339,7 @@ def bucket_tables(b, chunk: int, states=None) -> Tables:
         tables = b.cache["triton"] = build_tables(rows, chunk)
         tables.key_sig, tables.grad_sig, tables.held = param_sig, grad_sig, held
         tables.layout = layout
+    tables.grad_epoch = b.grad_epoch
     b.tables[key] = tables
     tables.use_on_current_stream()
     return tables

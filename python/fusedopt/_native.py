@@ -40,7 +40,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .backends.bucket import Bucket, is_dense, same_layout
+from . import _shim
+from .backends.bucket import Bucket, PlanGrads, is_dense, same_layout
 from .reference import elementwise
 
 try:
@@ -114,7 +115,15 @@ def num_threads() -> int:
 
 def signature(tensors: Sequence[Tensor]) -> tuple:
     """What a kernel reads of each tensor, given only a pointer and an element count: the
-    addresses, element counts, dtypes and strides (Note [table cache])."""
+    addresses, element counts, dtypes and strides (Note [table cache]), as four tuples. Read
+    in one native call through torch's C shim where it loaded (fusedopt._shim), else (or for a
+    tensor it cannot read, e.g. a subclass without storage) through Python."""
+    shim = _shim.native()
+    if shim is not None:
+        try:
+            return shim.signature(tensors)
+        except ValueError:
+            pass
     return (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)),
             tuple(map(_dtype, tensors)), tuple(map(_stride, tensors)))
 
@@ -130,6 +139,7 @@ class _TableEntry:
     grad_sig: tuple
     dtypes: tuple
     owned: list[list[Tensor]]
+    grad_epoch: int = 0  # the Bucket.grad_epoch whose grad addresses the table holds
 
 
 def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
@@ -192,7 +202,12 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     key = ("cpu", kind, chunk_size)
     entry = b.tables.get(key) if b.frozen else None
     if entry is not None:
-        # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen)
+        # a frozen Bucket handed over again: none of its tensors changed (Bucket.frozen) but
+        # perhaps the grads' addresses, which the plan hands over (Bucket.grad_epoch)
+        if entry.grad_epoch != b.grad_epoch:
+            entry.table.set_grads(b.grad_ptrs)
+            entry.grad_sig = (tuple(b.grad_ptrs),) + entry.grad_sig[1:]
+            entry.grad_epoch = b.grad_epoch
         return entry.table
     param_sig = signature(b.params)
     grad_sig = signature(b.grads)
@@ -204,11 +219,11 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
         if entry.grad_sig[0] != grad_sig[0]:
             entry.table.set_grads(list(grad_sig[0]))
             entry.grad_sig = grad_sig
-        b.tables[key] = entry
-        return entry.table
-    entry = _TableEntry(_build(b, slots, chunk_size), param_sig, grad_sig, dtypes,
-                        _owned(b, slots))
-    b.cache[key] = entry
+    else:
+        entry = _TableEntry(_build(b, slots, chunk_size), param_sig, grad_sig, dtypes,
+                            _owned(b, slots))
+        b.cache[key] = entry
+    entry.grad_epoch = b.grad_epoch
     b.tables[key] = entry
     return entry.table
 
@@ -231,9 +246,31 @@ def check_grad_list(grads: list[Tensor], dtypes: tuple, backend: str) -> None:
                              "dense fp32/bf16/fp16/fp64 grads")
 
 
+@dataclass
+class _PlanGradList:
+    table: Any
+    numel: list[int]
+    codes: list[int]
+    epoch: int
+
+
 def grad_list(grads: list[Tensor], chunk_size: int | None = None):
     """The :class:`_C.GradList` of ``grads`` (any mix of fp32/bf16/fp16/fp64), cached by the
-    grads' :func:`signature`."""
+    grads' :func:`signature`; for the step plan's :class:`PlanGrads`, in their ``cache`` and
+    rebuilt from their tracked addresses when those moved (the plan validated the grads)."""
+    if isinstance(grads, PlanGrads):
+        key = ("cpu", chunk_size)
+        entry = grads.cache.get(key)
+        if entry is None:
+            table = grad_list(list(grads), chunk_size)
+            ptrs, numel, dtypes, _ = signature(grads)
+            entry = grads.cache[key] = _PlanGradList(
+                table, list(numel), [DTYPE_CODES[d] for d in dtypes], grads.epoch)
+        elif entry.epoch != grads.epoch:
+            kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+            entry.table = native().GradList(entry.numel, grads.ptrs, entry.codes, **kwargs)
+            entry.epoch = grads.epoch
+        return entry.table
     sig = signature(grads)
     key = (sig, chunk_size)
     found = _GRAD_LISTS.get(key)

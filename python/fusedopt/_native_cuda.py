@@ -236,6 +236,7 @@ class _Entry:
     dtypes: tuple
     owned: list[list[Tensor]]
     streams: set[int]  # Note [table streams]: the streams used on (the allocating one first)
+    grad_epoch: int = 0  # the Bucket.grad_epoch whose grad addresses the table holds
 
 
 def _owned(b: Bucket, slots: tuple[str, ...]) -> list[list[Tensor]]:
@@ -288,8 +289,11 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
     default for tests."""
     key = ("cuda", kind, chunk_size)
     entry = b.tables.get(key) if b.frozen else None
+    if entry is not None and entry.grad_epoch != b.grad_epoch:
+        entry = None  # the plan saw new grad addresses (Bucket.grad_epoch): compare them
     if entry is None:
-        # a new Bucket, or one not frozen (Bucket.frozen): check every tensor's signature
+        # a new Bucket, one not frozen (Bucket.frozen) or with moved grads: check every
+        # tensor's signature
         param_sig = signature(b.params)
         grad_sig = signature(b.grads)
         dtypes = (b.state_dtype, b.masters is not None)
@@ -300,6 +304,7 @@ def bucket_table(b: Bucket, kind: str, chunk_size: int | None = None):
             _check_not_capturing("tensors of a bucket")
             entry = _build(b, slots, chunk_size, param_sig, grad_sig, dtypes)
             b.cache[key] = entry
+        entry.grad_epoch = b.grad_epoch
         b.tables[key] = entry
     _use_on_current_stream(entry, b.device)
     return entry.handle

@@ -76,7 +76,7 @@ from types import ModuleType
 
 import torch
 
-from .bucket import Bucket
+from .bucket import Bucket, PlanGrads
 
 #: Every backend fusedopt knows, in the order "auto" prefers them for a device type.
 BACKENDS = ("cuda", "triton", "cpu", "reference")
@@ -172,5 +172,5 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     return out
 
 
-__all__ = ["BACKENDS", "Bucket", "BackendNotAvailable", "availability", "available_backends",
+__all__ = ["BACKENDS", "Bucket", "PlanGrads", "BackendNotAvailable", "availability", "available_backends",
            "load", "resolve"]

@@ -41,6 +41,13 @@ class Bucket:
     #: in ``tables`` without re-reading the tensors. A Bucket built by anyone else is checked
     #: in full on every call.
     frozen: bool = False
+    #: Set by the step plan with ``frozen``: when only the grads' addresses changed since a
+    #: step (fresh grads of the same dtype, shape and strides), the plan keeps this Bucket,
+    #: puts the new addresses (in param order) in ``grad_ptrs`` and bumps ``grad_epoch``; a
+    #: backend that stored a table under ``tables`` with an older epoch must refresh its grad
+    #: column (or rebuild) before using it.
+    grad_ptrs: list[int] | None = None
+    grad_epoch: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -62,6 +69,22 @@ class Bucket:
 
     def __len__(self) -> int:
         return len(self.params)
+
+
+class PlanGrads(list):
+    """This step's kernel grads as the step plan hands them to the norm pass (``grad_prologue_``):
+    a list of tensors, which is all a backend has to read, that the plan has validated (kernel
+    dtypes, dense, each in its param's layout) and whose addresses it tracks. ``ptrs``: the
+    addresses in list order; ``epoch``: changes whenever one of them moved; ``cache``: a dict
+    the plan keeps for its life, where a backend may keep what it derives from these grads
+    (a table is rebuilt from ``ptrs`` only when ``epoch`` differs from the one it was built at,
+    without validating again)."""
+
+    __slots__ = ("ptrs", "epoch", "cache")
+
+    def __init__(self, grads: list[Tensor], ptrs: list[int], epoch: int, cache: dict) -> None:
+        super().__init__(grads)
+        self.ptrs, self.epoch, self.cache = ptrs, epoch, cache
 
 
 def is_dense(t: Tensor) -> bool:

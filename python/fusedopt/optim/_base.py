@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _stats as S
+from .._shim import step_signature
 from .. import backends
 from ..backends import Bucket
 from ..ops import Kernels
@@ -36,6 +37,7 @@ from . import _distributed as D
 from . import _layout as L
 from . import _validation as V
 from ._plan import ParamInfo, Plan, grad_ref, pick
+from ._step_hooks import hooked_step
 from ._state import ParamState, StateDict, StateVersion, as_state_dict
 
 _GRAD = operator.attrgetter("grad")
@@ -49,7 +51,7 @@ _STRIDED = torch.strided
 #: attributes rebuilt after unpickling / deep-copying instead of copied (module objects,
 #: process groups, caches of device memory, the step plan)
 _TRANSIENT = ("_backend", "_last_plan", "_caches", "_dist_groups", "_zero_groups",
-              "_loss_scaler")
+              "_loss_scaler", "_hyper_memo")
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -124,6 +126,7 @@ class FusedOptimizer(Optimizer):
         self._loss_scaler = None
         self._prologue_norm = False
         self._last_plan: Plan | None = None
+        self._hyper_memo: dict[int, Any] = {}
         defaults = {**defaults, "maximize": bool(maximize), "foreach": foreach, "fused": fused,
                     "capturable": self.capturable, "differentiable": False}
         super().__init__(params, defaults)
@@ -280,42 +283,129 @@ class FusedOptimizer(Optimizer):
         """The validated plan of this step, its buckets holding this step's grads (Note [step
         plan]). Reused while its signature holds; while ``torch.compile`` traces, built anew
         (the trace runs once)."""
-        self._validate_groups()
         if torch.compiler.is_compiling():
+            self._hyper_memo.clear()
+            self._validate_groups()
             return self._trace_plan()
-        params = self._flat_params()
         plan = self._last_plan
-        if (plan is None or len(params) != len(plan.params)
-                or not all(map(operator.is_, params, plan.params))
-                or self.state is not plan.state or plan.state.version != plan.version
-                or self._group_keys() != plan.group_keys
-                or list(map(_data_ptr, plan.watched)) != plan.watched_ptrs
-                or list(map(_numel, plan.kernel_params)) != plan.param_numels):
+        if plan is not None and (self.state is not plan.state
+                                 or plan.state.version != plan.version):
             plan = None
-        grads = list(map(_GRAD, params))
+        if plan is None or not self._same_hyper(plan):
+            self._hyper_memo.clear()
+            self._validate_groups()
+            if plan is not None and self._group_keys() != plan.group_keys:
+                plan = None
+            if plan is not None:
+                plan.hyper = self._hyper_snapshot()
         if plan is not None:
-            same = all(map(operator.is_, map(_call, plan.grad_refs), grads))
-            if same and not plan.staged_grads:
-                kgrads = pick(grads, plan.with_grad)
-                if self._dist_groups:
-                    kgrads = list(map(D.local, kgrads))
-                try:
-                    ptrs = list(map(_data_ptr, kgrads))
-                except TypeError:  # a grad set to None since (its dead weak reference is None)
-                    ptrs = None
-                if ptrs == plan.grad_ptrs and list(map(_numel, kgrads)) == plan.grad_numels:
-                    self._fill(plan, kgrads)
-                    return plan
-            self._check_capture("grads changed")
-            plan = self._rebuild_buckets(plan, grads)
+            plan = self._reuse(plan)
         if plan is None:
             self._check_capture("params or state changed")
             # the backends' tables are keyed by what they can check cheaply (addresses of
             # params and grads, identity of states): after a full revalidation start afresh
             self._caches.clear()
-            plan = self._build_plan(params)
+            plan = self._build_plan(self._flat_params())
         self._last_plan = plan
         return plan
+
+    def _reuse(self, plan: Plan) -> Plan | None:
+        """``plan`` with this step's grads when its params and states are unchanged (None
+        otherwise): checked by the native step signature when there is one, else in Python."""
+        if plan.native is not None:
+            found = plan.native.check(self.param_groups)
+            if found.__class__ is tuple:
+                kgrads, moved = found
+                if moved:  # tables get the new addresses: not inside a captured graph
+                    self._check_capture("grads moved")
+                    self._move_grads(plan)
+                self._fill(plan, kgrads)
+                return plan
+            if found == 2:
+                return None
+            self._check_capture("grads changed")
+            return self._rebuild_buckets(plan, list(map(_GRAD, plan.params)))
+        params = self._flat_params()
+        if (len(params) != len(plan.params)
+                or not all(map(operator.is_, params, plan.params))
+                or list(map(_data_ptr, plan.watched)) != plan.watched_ptrs
+                or list(map(_numel, plan.kernel_params)) != plan.param_numels):
+            return None
+        grads = list(map(_GRAD, params))
+        same = all(map(operator.is_, map(_call, plan.grad_refs), grads))
+        if same and not plan.staged_grads:
+            kgrads = pick(grads, plan.with_grad)
+            if self._dist_groups:
+                kgrads = list(map(D.local, kgrads))
+            try:
+                ptrs = list(map(_data_ptr, kgrads))
+            except TypeError:  # a grad set to None since (its dead weak reference is None)
+                ptrs = None
+            if ptrs == plan.grad_ptrs and list(map(_numel, kgrads)) == plan.grad_numels:
+                self._fill(plan, kgrads)
+                return plan
+        self._check_capture("grads changed")
+        return self._rebuild_buckets(plan, grads)
+
+    def _hyper_snapshot(self) -> list[tuple]:
+        """Per group what ``_same_hyper`` compares: the dict, its keys, its values, and whether
+        a value can change in place (a container, or a tensor other than the lr, which the
+        kernels read on the device): such a group is validated every step."""
+        return [(g, tuple(g), tuple(g.values()),
+                 any(isinstance(v, (list, dict, set)) or (isinstance(v, Tensor) and k != "lr")
+                     for k, v in g.items() if k not in ("params", "param_names")))
+                for g in self.param_groups]
+
+    def _group_hyper(self, group: dict[str, Any]) -> Any:
+        """``self._hyper(group)`` (a subclass's floats for the kernels), computed once while
+        the group holds the objects it held when last validated: ``_plan`` empties the memo
+        whenever it validates the groups again, so an id is never that of another group."""
+        hp = self._hyper_memo.get(id(group))
+        if hp is None:
+            hp = self._hyper_memo[id(group)] = self._hyper(group)
+        return hp
+
+    def _same_hyper(self, plan: Plan) -> bool:
+        """Are the groups the plan's, holding the very objects they held when last validated?
+        (A scheduler writing ``group["lr"]`` puts a new object there: validated again.)"""
+        groups, held = self.param_groups, plan.hyper
+        if len(groups) != len(held):
+            return False
+        for g, (hg, keys, values, mutable) in zip(groups, held):
+            if (mutable or g is not hg or tuple(g) != keys
+                    or not all(map(operator.is_, g.values(), values))):
+                return False
+        return True
+
+    def _sign(self, plan: Plan) -> Plan:
+        """Attach the native step signature of ``plan`` (Note [step signature]) when this
+        process has one and the plan's grads are read in place (none staged)."""
+        cls = step_signature()
+        plan.native = None
+        if cls is None or plan.staged_grads:
+            return plan
+        index = [-1] * len(plan.params)
+        for k, i in enumerate(plan.with_grad):
+            index[i] = k
+        try:
+            plan.native = cls(self.param_groups, plan.watched, index,
+                              bool(self._dist_groups))
+        except ValueError:  # a tensor the shim cannot read (a subclass): Python checks it
+            plan.native = None
+        return plan
+
+    @staticmethod
+    def _move_grads(plan: Plan) -> None:
+        """New grad addresses, same everything else: give each bucket its grads' addresses
+        and bump its ``grad_epoch`` so the backends refresh their tables' grad column."""
+        ptrs = plan.native.grad_ptrs()
+        plan.kernel_grad_ptrs = ptrs
+        plan.grad_epoch += 1
+        for b, idx in plan.fills:
+            new = pick(ptrs, idx)
+            if new != b.grad_ptrs:
+                b.grad_ptrs = new
+                b.grad_epoch += 1
 
     def _check_capture(self, why: str) -> None:
         if self._device is not None and self._device.type == "cuda" \
@@ -327,9 +417,7 @@ class FusedOptimizer(Optimizer):
     @staticmethod
     def _fill(plan: Plan, kgrads: list[Tensor]) -> None:
         """Hand this step's kernel grads to the buckets (they are dropped after the step)."""
-        plan.all_grads = kgrads
-        for b, idx in plan.fills:
-            b.grads = pick(kgrads, idx)
+        plan.hand_grads(kgrads)
 
     def _build_plan(self, params: list[Tensor]) -> Plan:
         """Validate every param and its state (Note [kernel layout]), then the grads."""
@@ -532,8 +620,11 @@ class FusedOptimizer(Optimizer):
         plan.grad_ptrs = list(map(_data_ptr, kgrads))
         plan.grad_numels = list(map(_numel, kgrads))
         plan.staged_grads = staged_grads
-        plan.all_grads = kgrads
-        return plan
+        plan.kernel_grad_ptrs = plan.grad_ptrs
+        plan.grad_cache = {}  # other grads: the backends' norm-pass tables start afresh
+        plan.hand_grads(kgrads)
+        plan.hyper = self._hyper_snapshot()
+        return self._sign(plan)
 
     # ------------------------------------------------------------------ step
     def _amp_inputs(self) -> tuple[Tensor | None, Tensor | None, bool]:
@@ -545,7 +636,7 @@ class FusedOptimizer(Optimizer):
     def _prepare_step(self, loss: Tensor | None = None) -> None:
         """Extra validation before mutation (AdamL checks its loss here)."""
 
-    @torch.no_grad()
+    @hooked_step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step. ``closure`` re-evaluates the model and returns the loss."""
         loss = None
@@ -846,6 +937,7 @@ class FusedOptimizer(Optimizer):
         self.__dict__.setdefault("_caches", {})
         self.__dict__["_caches"] = {}
         self.__dict__["_last_plan"] = None
+        self.__dict__["_hyper_memo"] = {}
         self.__dict__["_loss_scaler"] = None
         if "backend_name" in self.__dict__:  # a full pickle (not torch's partial restores)
             all_params = [p for g in self.param_groups for p in g["params"]]

@@ -47,7 +47,7 @@ class ElementwiseOptimizer(FusedOptimizer):
 
     def _run_updates(self, groups, stats, use_prologue, loss) -> None:
         for group, buckets in groups:
-            hyper = self._hyper(group)
+            hyper = self._group_hyper(group)
             lr = self._group_lr(group)
             for b in buckets:
                 self._backend.elementwise_step_(

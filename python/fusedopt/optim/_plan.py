@@ -5,23 +5,33 @@ kernel tensors — params (or their staging copies), grads, states, masters, ste
 whose addresses the backends turn into pointer tables. Building and validating the buckets
 costs Python work per param, so the plan is kept and reused while its *signature* holds:
 
-* the same param objects in the same groups, and the same per-group state keys (a group
+* the same param objects in the same group lists, and the same per-group state keys (a group
   switched to ``amsgrad=True`` needs another state);
 * the optimizer state not edited since the plan was built (Note [state version]);
-* the same data pointers of every tensor a kernel reads or writes besides the grads: params,
-  states, masters, step counts (a ``.data`` swap keeps the object but moves its memory), and
-  the same element counts of the params (``p.data = p.data[:k]`` keeps the address);
-* for the grads: the same objects (held through weak references: the plan keeps no grad alive
-  between steps) at the same addresses with the same element counts.
+* the groups holding the very hyperparameter objects they held when last validated (a
+  scheduler writing ``group["lr"]`` puts a new object there: the groups are validated again
+  and the subclass's per-group scalars recomputed; containers and tensors other than the lr
+  can change in place, so a group holding one is validated every step);
+* every tensor a kernel reads or writes besides the grads — params, states, masters, step
+  counts — at the same address with the same dtype, sizes, strides and device (a ``.data``
+  swap keeps the object and changes any of these);
+* every grad of the same dtype, sizes, strides, device and layout as the planned one, found
+  on the same params (the plan holds no grad between steps).
 
-Not seen: a ``.data`` swap to a view of the same memory with the same element count but
-another dtype of the same size or other strides (``p.data = p.data.view(torch.float16)`` for a
-bf16 param). Reading dtype and strides of every tensor each step would cost more than the rest
-of the check together; such a swap is a reinterpretation no training code makes.
+The check runs in one native call (Note [step signature], csrc/step_signature.cpp) reading
+each tensor's TensorImpl through torch's C shim. When the grads only moved (fresh grads of the
+same kind, what ``zero_grad()`` + ``backward()`` gives every step), the plan and its Buckets
+are kept: the buckets get the new addresses (``Bucket.grad_ptrs``, ``grad_epoch``) and the
+backends refresh the grad column of their tables. When grads differ in anything else they are
+validated and the buckets rebuilt around the same validated params and states; when anything
+else differs, everything is validated again.
 
-When only grads differ (``zero_grad(set_to_none=True)`` re-allocates them every step), the new
-grads are validated and the buckets rebuilt around the same validated params and states; when
-anything else differs, everything is validated again. Between steps the buckets hold no grads.
+Without the native module (a pure-Python install, or a torch whose shim does not pass the
+probe in fusedopt._shim) the same check runs in Python on addresses and element counts, with
+grads compared by identity through weak references. It does not see a ``.data`` swap to a
+view of the same memory with the same element count but another dtype of the same size or
+other strides (``p.data = p.data.view(torch.float16)`` for a bf16 param): tests/
+test_step_signature.py shows the native check seeing both.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..backends import Bucket
+from ..backends import Bucket, PlanGrads
 
 _data_ptr = Tensor.data_ptr
 
@@ -98,6 +108,18 @@ class Plan:
     grad_numels: list[int] = field(default_factory=list)
     staged_grads: bool = False               # some grad is copied into its param's layout
     all_grads: list[Tensor] = field(default_factory=list)  # this step's kernel grads
+    hyper: list[tuple] = field(default_factory=list)  # per group: what _same_hyper compares
+    native: Any = None                       # the StepSignature (Note [step signature]) or None
+    kernel_grad_ptrs: list[int] = field(default_factory=list)  # as last seen, kernel order
+    grad_epoch: int = 0                      # bumped when a kernel grad moved (PlanGrads)
+    grad_cache: dict = field(default_factory=dict)  # the backends' PlanGrads.cache
+
+    def hand_grads(self, kgrads: list[Tensor]) -> None:
+        """This step's kernel grads, to ``all_grads`` (for the norm pass) and each bucket."""
+        self.all_grads = PlanGrads(kgrads, self.kernel_grad_ptrs, self.grad_epoch,
+                                   self.grad_cache)
+        for b, idx in self.fills:
+            b.grads = pick(kgrads, idx)
 
     def release(self) -> None:
         """Drop this step's grads (Note [step plan]: no grad is held between steps)."""

@@ -26,6 +26,7 @@ from .. import _stats as S
 from ..reference.adaml import SCALINGS, adaml_abc, advance_adaml_state, init_adaml_state
 from . import _distributed as D
 from . import _validation as V
+from ._step_hooks import hooked_step
 from .adamw import _AdamFamily
 
 _PREFIX = "adaml_"  # the global loss statistics, in every param's state (Note [global state])
@@ -64,7 +65,7 @@ class AdamL(_AdamFamily):
                         amsgrad=False, variant="adam", decoupled_weight_decay=True)
         super().__init__(params, defaults, **common)
 
-    @torch.no_grad()
+    @hooked_step
     def step(self, closure: Callable[[], Any] | None = None, *,
              loss: Tensor | float | None = None) -> Any:
         """One step. ``loss``: the loss of the batch (0-d tensor or float, before AMP scaling);

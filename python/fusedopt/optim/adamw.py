@@ -74,7 +74,7 @@ class _AdamFamily(FusedOptimizer):
 
     def _run_updates(self, groups, stats, use_prologue, loss, *, use_abc: bool = False) -> None:
         for group, buckets in groups:
-            hp = self._hyper(group)
+            hp = self._group_hyper(group)
             for b in buckets:
                 self._backend.adam_step_(b, stats, lr=group["lr"], hp=hp,
                                          use_prologue=use_prologue, use_abc=use_abc,
