@@ -85,11 +85,17 @@ def test_short_run_end_to_end(tmp_path):
     assert meta["threads"] == 1 and rows[0]["machine"] == meta["machine"]
     md = (tmp_path / "short.md").read_text()
     assert "| workload | algorithm | mode | contender |" in md and "torch.fused" in md
+    # the main job ends with the host-overhead table (fusedopt.bench.host), written beside
+    assert "Host overhead of one optimizer step" in proc.stdout
+    host_md = (tmp_path / "short-host" / "host.md").read_text()
+    for scenario in ("reassigned", "kept", "clip+amp+telemetry"):
+        assert f"| {scenario} | fusedopt |" in host_md and f"| {scenario} | torch.fused |" in host_md
 
 
 @pytest.mark.slow  # ~45 s on 2 loaded cores; every algorithm's path is covered fast below
 def test_full_plan_runs_every_algorithm_and_the_sweep(tmp_path):
-    _bench(tmp_path, *TINY, "--full", "--sweep-sizes", "4096", "--peers", "torch.fused")
+    _bench(tmp_path, *TINY, "--no-host", "--full", "--sweep-sizes", "4096", "--peers",
+           "torch.fused")
     rows = _rows(tmp_path / "full.csv")
     fused = {(r["workload"].split("@")[0], r["algorithm"], r["mode"])
              for r in rows if r["kind"] == FUSEDOPT}
@@ -143,7 +149,8 @@ def test_bench_cpu_adamw_script_runs(tmp_path):
 
 @pytest.mark.slow  # a ~40 s inductor compile per mode
 def test_torch_compile_peer_runs(tmp_path):
-    _bench(tmp_path, *TINY, "--peers", "torch.compile", "--modes", "plain,clip_amp")
+    _bench(tmp_path, *TINY, "--no-host", "--peers", "torch.compile", "--modes",
+           "plain,clip_amp")
     rows = _rows(tmp_path / "short.csv")
     assert {r["mode"] for r in rows if r["contender"] == "torch.compile"} == {"plain", "clip_amp"}
 

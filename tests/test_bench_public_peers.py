@@ -184,7 +184,7 @@ def test_cli_runs_the_new_algorithms_against_their_public_peers(tmp_path):
         [sys.executable, "-m", "fusedopt.bench", "--algorithms", ",".join(NEW),
          "--modes", "plain", "--peers", "pytorch_optimizer,lion_pytorch,schedulefree",
          "--max-params", "3000", "--repeats", "2", "--warmup", "1", "--min-sample-ms", "1",
-         "--no-plot", "--out", str(tmp_path)],
+         "--no-plot", "--no-host", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(tmp_path / "short.csv", newline="") as f:

@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bytes", action="store_true", help="print the bytes model and exit")
     p.add_argument("--host", action="store_true", help="the host-overhead mode instead: "
                    "every other flag is python -m fusedopt.bench.host's (see its --help)")
+    p.add_argument("--no-host", action="store_true", help="leave out the short host-overhead "
+                   "table that follows the main tables (HOST_ARGS)")
     return p
 
 
@@ -216,12 +218,35 @@ def main(argv: list[str] | None = None) -> int:
         print("\nWhat each contender runs:")
         print("\n".join(report.legend(rows)))
     _write(args, out, name, meta, rows, skipped)
+    if not args.no_host:
+        _host_section(args, out / f"{name}-host")
     failed = [s for s in skipped if s.contender.startswith(FUSEDOPT + ".")]
     if failed or not rows:
         print(f"\nFAILED: {len(failed)} fusedopt contender(s) failed"
               + ("" if rows else "; no result row"), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+#: The main job's host-overhead table: GPT-2 small's 148 shapes at ~20K params, the scenarios
+#: of a training step (fresh grads; kept grads; clip + AMP + telemetry), 5 rounds of 20 steps.
+HOST_ARGS = ["--many", "0", "--steps", "20", "--repeats", "5", "--scenarios",
+             "reassigned,kept,clip+amp+telemetry"]
+
+
+def _host_section(args: argparse.Namespace, out: Path) -> None:
+    """The host time of one step next to torch's (fusedopt.bench.host), written to ``out``."""
+    from . import host
+    print("\nHost overhead of one optimizer step (tiny tensors, one thread; `python -m "
+          "fusedopt.bench --host` runs every workload and scenario):", flush=True)
+    if args.overwrite:
+        for f in host.outputs(out):
+            f.unlink()
+    threads = torch.get_num_threads()
+    try:
+        host.main([*HOST_ARGS, "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _write(args: argparse.Namespace, out: Path, name: str, meta: dict, rows: list,
