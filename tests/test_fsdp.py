@@ -82,6 +82,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         for name, backend in RUNS:
             _scenario(rank, name, backend, out_dir)
+        for backend in BACKENDS:
+            _skip_scenario(rank, backend, out_dir)
     finally:
         dist.destroy_process_group()
 
@@ -123,13 +125,47 @@ def _scenario(rank: int, name: str, backend: str, out_dir: str) -> None:
                    os.path.join(out_dir, f"result-{name}-{backend}.pt"))
 
 
+def _skip_scenario(rank: int, backend: str, out_dir: str) -> None:
+    """LossScaler steps where one rank's shard holds an inf (step 1), then both ranks' (step 2):
+    every rank must skip both steps (the inf flags are combined across ranks), report
+    found_inf as exactly 1.0 and back the scale off twice."""
+    from torch.distributed.fsdp import fully_shard
+    model = _model()
+    fully_shard(model)
+    opt = fusedopt.AdamW(model.parameters(), backend=backend, max_grad_norm=1.0,
+                         telemetry=True)
+    scaler = fusedopt.amp.LossScaler(init_scale=4.0)
+    x, y = _batches()[0]
+    before = [p.detach().full_tensor().clone() for p in model.parameters()]
+    flags = []
+    for bad_ranks in ((1,), (0, 1)):
+        opt.zero_grad()
+        xs, ys = x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]
+        scaler.scale(torch.nn.functional.mse_loss(model(xs), ys)).backward()
+        if rank in bad_ranks:
+            local = next(p.grad._local_tensor for p in model.parameters()
+                         if p.grad._local_tensor.numel() > 0)
+            local.view(-1)[0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        flags.append(float(opt.last_stats["found_inf"]))
+    after = [p.detach().full_tensor() for p in model.parameters()]
+    torch.save({"unchanged": all(torch.equal(a, b) for a, b in zip(after, before)),
+                "flags": flags, "scale": float(scaler.get_scale())},
+               os.path.join(out_dir, f"skip-{backend}-{rank}.pt"))
+
+
 @pytest.fixture(scope="module")
 def sharded_results():
     """One 2-process spawn runs every scenario (process start-up dominates on 2 cores)."""
     with tempfile.TemporaryDirectory() as out_dir:
         mp.spawn(_worker, args=(_free_port(), out_dir), nprocs=WORLD, join=True)
-        return {run: torch.load(os.path.join(out_dir, "result-{}-{}.pt".format(*run)))
-                for run in RUNS}
+        results = {run: torch.load(os.path.join(out_dir, "result-{}-{}.pt".format(*run)))
+                   for run in RUNS}
+        results.update({("skip", backend, rank): torch.load(
+            os.path.join(out_dir, f"skip-{backend}-{rank}.pt"))
+            for backend in BACKENDS for rank in range(WORLD)})
+        return results
 
 
 @pytest.mark.parametrize("name,backend", RUNS)
@@ -150,3 +186,12 @@ def test_fsdp2_equals_unsharded_and_checkpoint_round_trips(name, backend, sharde
     if result["stats"] is not None:
         assert result["stats"]["param_norm"] == pytest.approx(
             float(torch.sqrt(sum((p.double() ** 2).sum() for p in full))), rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_inf_on_one_rank_skips_the_step_on_every_rank(backend, sharded_results):
+    for rank in range(WORLD):
+        result = sharded_results[("skip", backend, rank)]
+        assert result["unchanged"], rank
+        assert result["flags"] == [1.0, 1.0], rank  # a flag, not a count of ranks
+        assert result["scale"] == 1.0, rank  # 4 backed off twice

@@ -102,10 +102,13 @@ def all_reduce_(t: Tensor, groups: list, op=dist.ReduceOp.SUM) -> None:
 def finish_prologue_(stats: Tensor, region: int, max_norm: float | None, groups: list) -> None:
     """Make a prologue run on local shards global: sum the squares, OR the inf flags, then norm,
     clip coefficient and gradient coefficient as docs/algorithms.md#prologue (the local prologue ran
-    without clipping, so ``stats[region + 4]`` holds ``inv_scale``)."""
-    sq, bad = stats[region:region + 1], stats[region + 2:region + 3]
-    all_reduce_(sq, groups)
-    all_reduce_(bad, groups, dist.ReduceOp.MAX)
+    without clipping, so ``stats[region + 4]`` holds ``inv_scale``).
+
+    One all-reduce (its latency is most of a sharded step's host time on small models): the
+    slots [sum of squares, norm, inf flag] are summed together — the norm is recomputed below,
+    and the summed 0/1 flags count the ranks that saw a non-finite grad, clamped back to 1."""
+    all_reduce_(stats[region:region + 3], groups)
+    stats[region + 2].clamp_(max=1.0)
     norm = torch.sqrt(stats[region])
     clip = clip_coefficient(norm, max_norm)
     stats[region + 1] = norm
