@@ -147,7 +147,10 @@ def _fusedopt_kernels(params: list, sc: Scenario, backend: str) -> tuple[Step, s
     if not kernels_apply(sc, backend):
         return None
     from fusedopt import _stats
-    from fusedopt.backends import PlanGrads
+    try:
+        from fusedopt.backends import PlanGrads
+    except ImportError:  # an older fusedopt timed through a copy of this module
+        return None
     opt = fusedopt.AdamW(params, lr=LR, weight_decay=WD, backend=backend,
                          max_grad_norm=MAX_NORM if sc.extras else None, telemetry=sc.extras)
     scale = torch.full((), INIT_SCALE)
