@@ -49,6 +49,7 @@ struct Shim {
   Err (*layout)(Handle, int32_t*) = nullptr;
   Err (*delete_tensor)(Handle) = nullptr;
   PyTypeObject* tensor_type = nullptr;  // torch._C.TensorBase
+  PyObject* cdata_descr = nullptr;       // its `_cdata` getter (a reference never released)
   // dtype code -> torch.dtype (for signature()); a strong reference never released, so that
   // no Python object is destroyed with this static after the interpreter is gone
   PyObject* dtypes = nullptr;
@@ -121,11 +122,44 @@ Diff compare(void* impl, const Meta& want, uintptr_t* ptr, bool placed) {
   return *ptr == want.ptr ? Diff::same : Diff::moved;
 }
 
+PyObject* cdata_name() {
+  static PyObject* name = PyUnicode_InternFromString("_cdata");
+  return name;
+}
+
+// Is `_cdata` of the objects of `type` torch's own getter (TensorBase's)? A subclass that
+// redefined it could hand the shim any integer as a TensorImpl. Looked up once per type and
+// version of its attribute table (CPython changes a type's tp_version_tag, to a value never
+// used before, whenever its or a base's dict changes; 0 means no tag yet: look up again).
+bool own_cdata(PyTypeObject* type) {
+  struct Seen {
+    PyTypeObject* type;
+    unsigned int tag;
+    bool ok;
+  };
+  static Seen seen[8] = {};
+  static int next = 0;
+  const unsigned int tag = type->tp_version_tag;
+  if (tag != 0) {
+    for (const Seen& s : seen) {
+      if (s.type == type && s.tag == tag) return s.ok;
+    }
+  }
+  PyObject* d = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), cdata_name());
+  const bool ok = d != nullptr && d == g_shim.cdata_descr;
+  if (d == nullptr) PyErr_Clear();
+  Py_XDECREF(d);
+  if (tag != 0 && type->tp_version_tag == tag) {
+    seen[next] = {type, tag, ok};
+    next = (next + 1) % 8;
+  }
+  return ok;
+}
+
 // The TensorImpl address of a tensor object (its `_cdata`), or nullptr with no error set.
 void* impl_of(PyObject* t) {
-  static PyObject* name = PyUnicode_InternFromString("_cdata");
-  if (!PyObject_TypeCheck(t, g_shim.tensor_type)) return nullptr;
-  PyObject* v = PyObject_GetAttr(t, name);
+  if (!PyObject_TypeCheck(t, g_shim.tensor_type) || !own_cdata(Py_TYPE(t))) return nullptr;
+  PyObject* v = PyObject_GetAttr(t, cdata_name());
   if (v == nullptr) {
     PyErr_Clear();
     return nullptr;
@@ -175,6 +209,8 @@ void load_torch_shim(const std::string& libtorch_path, py::object tensor_type,
   dlclose(lib);  // RTLD_NOLOAD took a reference; torch keeps the library loaded
   if (!PyType_Check(tensor_type.ptr())) throw py::type_error("tensor_type must be a type");
   s.tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.ptr());
+  s.cdata_descr = PyObject_GetAttr(tensor_type.ptr(), cdata_name());
+  if (s.cdata_descr == nullptr) throw py::error_already_set();
   Handle real = handle.get_pointer<void>();
   Shim saved = g_shim;
   g_shim = s;  // impl_of needs the tensor type

@@ -91,6 +91,30 @@ def test_a_tensor_the_shim_cannot_read_is_refused():
         C.StepSignature([{"params": []}], [sparse], [], False)
 
 
+class _OwnCdata(torch.Tensor):
+    """A subclass that redefines ``_cdata``: the shim must never take its value for a
+    TensorImpl (it would read arbitrary memory)."""
+
+    @property
+    def _cdata(self):
+        return 12345
+
+
+@needs_native
+def test_a_subclass_redefining_cdata_is_never_read_natively():
+    C = _shim.native()
+    odd = torch.Tensor._make_subclass(_OwnCdata, torch.zeros(3))
+    with pytest.raises(ValueError):
+        C.signature([odd])
+    p = torch.Tensor._make_subclass(_OwnCdata, torch.zeros(4), True)
+    opt = fusedopt.AdamW([p], backend="cpu")
+    p.grad = torch.ones(4)
+    opt.step()
+    opt.step()
+    assert opt._last_plan.native is None  # the Python check runs for it
+    assert torch.all(p.detach() < 0)
+
+
 # ------------------------------------------------------------------ invalidation
 def _fresh_from(opt, params, backend, **kw):
     copies = [p.detach().clone().requires_grad_() for p in params]
