@@ -163,3 +163,220 @@ def test_philox_matches_triton_interpreted():
                     reason=TRITON_WHY if not TRITON_OK else "this process interprets itself")
 def test_philox_matches_triton_in_child():
     assert_interpreted_run_passes(__file__, "-k", "matches_triton_interpreted")
+
+
+# ---------------------------------------------------------------------------------- rounding
+from fractions import Fraction  # noqa: E402
+import math  # noqa: E402
+
+from fusedopt.reference.rounding import stochastic_round_bf16, stochastic_round_fp16  # noqa: E402
+
+ROUNDERS = {torch.bfloat16: stochastic_round_bf16, torch.float16: stochastic_round_fp16}
+# (mantissa bits, smallest normal exponent, largest finite value) of each target format
+FORMATS = {torch.bfloat16: (7, -126, Fraction(2**128 - 2**120)),
+           torch.float16: (10, -14, Fraction(65504))}
+
+
+def slow_stochastic_round(x: float, r: int, dtype: torch.dtype) -> float:
+    """The rounding contract of fusedopt.reference.rounding restated in exact rationals, one
+    value at a time: the neighbours from the binade and ulp of |x|, the probability-weighted
+    choice from each format's documented use of the word, no bit patterns."""
+    if math.isnan(x) or math.isinf(x):
+        return x
+    man, emin, fmax = FORMATS[dtype]
+    a = abs(Fraction(x))
+    if a == 0:
+        return x
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    ulp = Fraction(2) ** (max(e, emin) - man)
+    lo = (a // ulp) * ulp
+    frac = (a - lo) / ulp
+    if dtype == torch.bfloat16:
+        up = (r & 0xFFFF) + frac * 2**16 >= 2**16  # the carry out of the low half
+    else:
+        up = Fraction(r >> 8, 2**24) < frac
+    mag = lo + ulp if up else lo
+    out = math.inf if mag > fmax else float(mag)
+    return math.copysign(out, x)
+
+
+def interesting_fp32(n: int, seed: int) -> torch.Tensor:
+    """fp32 values over the whole range (random bit patterns, subnormals included), near 1,
+    near each format's largest finite value, in fp16's subnormal range, exact 16-bit values,
+    signed zeros and non-finite values; both signs."""
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 0x7F800000, (n,), generator=g, dtype=torch.int64).to(torch.int32)
+    parts = [
+        bits.view(torch.float32),
+        1 + torch.rand(n, generator=g),
+        torch.rand(n, generator=g) * 1e-3,
+        65504 + torch.rand(n // 8, generator=g) * 64,
+        3.3895314e38 + torch.rand(n // 8, generator=g) * 1e31,
+        torch.rand(n // 4, generator=g) * 2**-14,
+        torch.rand(n // 4, generator=g) * 2**-23,
+        torch.randn(n // 4, generator=g).to(torch.bfloat16).float(),
+        torch.randn(n // 4, generator=g).to(torch.float16).float(),
+        torch.tensor([0.0, 2**-24, 2**-25, 3 * 2**-26, 2**-149, 2**-126, 65504, 65520, 65536,
+                      3.4028235e38, float("inf"), float("nan")]),
+    ]
+    x = torch.cat(parts).to(torch.float32)
+    return torch.cat([x, -x])
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_stochastic_rounding_matches_the_exact_slow_rule(dtype):
+    x = interesting_fp32(600, seed=5)
+    g = torch.Generator().manual_seed(6)
+    r = torch.randint(0, U32, x.shape, generator=g, dtype=torch.int64)
+    r[:8] = torch.tensor([0, U32 - 1, 0xFFFF, 0x10000, 0xFF, 0x100, 2**31, 0x7FFF])
+    got = ROUNDERS[dtype](x, r)
+    assert got.dtype == dtype and got.shape == x.shape
+    slow = torch.tensor([slow_stochastic_round(v, w, dtype) for v, w in zip(x.tolist(), r.tolist())],
+                        dtype=torch.float64).to(dtype)
+    nan = torch.isnan(slow)
+    assert torch.equal(torch.isnan(got), nan)
+    same_bits = got.view(torch.int16) == slow.view(torch.int16)
+    assert bool(same_bits[~nan].all()), \
+        f"{int((~same_bits[~nan]).sum())} of {x.numel()} values differ, e.g. x = " \
+        f"{x[~nan][~same_bits[~nan]][:4].tolist()}"
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_stochastic_rounding_returns_a_neighbour(dtype):
+    """The result is x itself when x is representable, else one of the two values of the
+    format that bracket x (inf above the largest finite value)."""
+    x = interesting_fp32(2000, seed=7)
+    x = x[torch.isfinite(x)]
+    g = torch.Generator().manual_seed(8)
+    for _ in range(4):
+        r = torch.randint(0, U32, x.shape, generator=g, dtype=torch.int64)
+        got = ROUNDERS[dtype](x, r)
+        exact = x.to(dtype).float() == x
+        assert torch.equal(got.float()[exact], x[exact])
+        # the other neighbour, one step from the result toward x, lies beyond x (or is x's
+        # other side): x is strictly inside (got, toward) or got = x
+        toward = torch.nextafter(got, torch.where(got.float() < x, torch.inf, -torch.inf).to(dtype))
+        g64, t64, x64 = got.double(), toward.double(), x.double()
+        inside = ((g64 < x64) & (x64 < t64)) | ((t64 < x64) & (x64 < g64))
+        assert bool((inside | exact).all()), x[~(inside | exact)][:4].tolist()
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_stochastic_rounding_is_sign_symmetric(dtype):
+    x = interesting_fp32(1000, seed=9)
+    r = torch.randint(0, U32, x.shape, generator=torch.Generator().manual_seed(10))
+    pos, neg = ROUNDERS[dtype](x, r), ROUNDERS[dtype](-x, r)
+    nan = torch.isnan(x)
+    assert torch.equal((-pos)[~nan].view(torch.int16), neg[~nan].view(torch.int16))
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_stochastic_rounding_of_special_values(dtype):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.0, -2.0])
+    for w in (0, 0xFFFF, 0xFFFFFF00, U32 - 1):
+        got = ROUNDERS[dtype](x, torch.full(x.shape, w))
+        assert torch.isnan(got[0])
+        assert got[1:].view(torch.int16).tolist() == x[1:].to(dtype).view(torch.int16).tolist()
+    with pytest.raises(TypeError):
+        ROUNDERS[dtype](x.double(), torch.zeros(7, dtype=torch.int64))
+    with pytest.raises(TypeError):
+        ROUNDERS[dtype](x, torch.zeros(7))
+
+
+def test_fp16_overflow_and_subnormals():
+    """fp16: between 65504 and 65536 inf is the next value up (probability (|x| - 65504) / 32),
+    from 65536 on always inf; below 2^-14 the subnormal ulp 2^-24."""
+    top = torch.full((4,), 65504 + 8.0)  # a quarter of the way to inf's pattern
+    words_ = torch.tensor([0, (2**22) << 8, ((2**22) - 1) << 8, U32 - 1])  # u = 0, 1/4-, 1/4, max
+    assert stochastic_round_fp16(top, words_).tolist() == [math.inf, 65504, math.inf, 65504]
+    assert stochastic_round_fp16(torch.tensor([65536.0, 1e30]), torch.tensor([U32 - 1] * 2)).tolist() \
+        == [math.inf, math.inf]
+    sub = torch.tensor([2.5 * 2**-24])  # halfway between the 2nd and 3rd subnormals
+    got = stochastic_round_fp16(sub.expand(2), torch.tensor([(2**23 - 1) << 8, 2**23 << 8]))
+    assert got.tolist() == [3 * 2**-24, 2 * 2**-24]
+    # a fraction of 2^-20 of the subnormal ulp: the word's top 24 bits decide to the last one
+    # (u < 16 * 2^-24 rounds up; a rule reading only the top 16 bits would round every word
+    # below 2^16 up, 0xFFFF included)
+    fine = torch.tensor([2**-23 + 2**-44]).expand(3)
+    got = stochastic_round_fp16(fine, torch.tensor([15 << 8, 16 << 8, 0xFFFF]))
+    assert got.tolist() == [3 * 2**-24, 2 * 2**-24, 2 * 2**-24]
+
+
+def test_bf16_rounds_every_word_to_an_exact_mean():
+    """Over all 2^16 low halves of the word the mean of the bf16 results is exactly x: the
+    bit trick is unbiased by construction, not only in distribution."""
+    x = interesting_fp32(16, seed=11)
+    x = x[torch.isfinite(x) & (x.abs() < 3.38e38)][:48]
+    r = torch.arange(2**16, dtype=torch.int64)
+    got = stochastic_round_bf16(x[:, None].expand(-1, 2**16), r[None, :]).double()
+    assert torch.equal(got.sum(1) / 2**16, x.double())
+
+
+DRAWS = 2**12
+
+
+def assert_unbiased(rounder, dtype: torch.dtype, x: torch.Tensor, seed: int) -> None:
+    """Round every value of ``x`` DRAWS times with Philox words (element k, draw j: counter
+    (k, 0, 0, j + 1), as element_randoms lays out steps) and require each sample mean within
+    6 binomial standard deviations of x.
+
+    For x between neighbours lo < hi with P(hi) = p = (x - lo) / (hi - lo), the mean of N draws
+    is lo + (hi - lo) B/N with B ~ Binomial(N, p): its standard deviation is
+    (hi - lo) sqrt(p (1 - p) / N). With x kept at p in [0.09, 0.91] (0.1 to 0.9 before x is
+    rounded to fp32), round to nearest (or toward zero) misses by at least 0.09 (hi - lo),
+    while 6 sigma is at most
+    6 * 0.5 / sqrt(4096) = 0.047 (hi - lo): the bound tells them apart."""
+    k = torch.arange(x.numel(), dtype=torch.int64)[:, None]
+    j = torch.arange(1, DRAWS + 1, dtype=torch.int64)[None, :]
+    r, _, _, _ = philox4x32(seed, k, 0, 0, j)
+    mean = rounder(x[:, None].expand(-1, DRAWS), r).double().mean(1)
+    x64 = x.double()
+    lo = x.to(dtype)
+    lo = torch.where(lo.double().abs() > x64.abs(), torch.nextafter(lo, torch.zeros_like(lo)), lo)
+    hi = torch.nextafter(lo, torch.where(x < 0, -torch.inf, torch.inf).to(dtype))
+    gap = (hi.double() - lo.double()).abs()
+    p = (x64 - lo.double()).abs() / gap
+    in_range = torch.isfinite(gap) & (p >= 0.09) & (p <= 0.91)
+    assert bool(in_range.all()), f"x outside the test's range: {x[~in_range][:4].tolist()}"
+    bound = 6 * gap * torch.sqrt(p * (1 - p) / DRAWS)
+    err = (mean - x64).abs()
+    bad = err > bound
+    assert not bool(bad.any()), (f"{int(bad.sum())} of {x.numel()} means off: worst "
+                                 f"{float((err / bound).max()):.2f} x the 6-sigma bound")
+
+
+def spread_in_ulps(dtype: torch.dtype, n: int, seed: int) -> torch.Tensor:
+    """n fp32 values at a fraction p in [0.1, 0.9] of a gap of ``dtype``, over many binades
+    (subnormals of both formats included; fp16's largest binade, where x + 1 ulp can reach
+    65504), both signs."""
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.float16:
+        scales = torch.tensor([2.0**-24, 2.0**-20, 2.0**-14, 2.0**-3, 1.0, 2.0**7, 2.0**15])
+    else:
+        scales = torch.tensor([2.0**-133, 2.0**-126, 2.0**-40, 1.0, 2.0**60, 2.0**126])
+    base = (scales[torch.randint(0, len(scales), (n,), generator=g)]
+            * (1 + torch.rand(n, generator=g))).to(dtype)
+    lo = base.double()
+    gap = torch.nextafter(base, torch.full_like(base, torch.inf)).double() - lo
+    p = 0.1 + 0.8 * torch.rand(n, generator=g, dtype=torch.float64)
+    x = (lo + p * gap).float()
+    sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    return x * sign
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_stochastic_rounding_is_unbiased_with_philox_words(dtype):
+    x = spread_in_ulps(dtype, 256, seed=12)
+    assert_unbiased(ROUNDERS[dtype], dtype, x, seed=13)
+
+
+@pytest.mark.parametrize("dtype", list(ROUNDERS), ids=str)
+def test_unbiasedness_check_rejects_round_to_nearest(dtype):
+    x = spread_in_ulps(dtype, 64, seed=14)
+    with pytest.raises(AssertionError, match="means off"):
+        assert_unbiased(lambda v, r: v.to(dtype), dtype, x, seed=13)
+    with pytest.raises(AssertionError, match="means off"):  # toward zero: the lower neighbour
+        assert_unbiased(lambda v, r: ROUNDERS[dtype](v, torch.full_like(r, 0xFF)), dtype, x,
+                        seed=13)
