@@ -380,3 +380,243 @@ def test_unbiasedness_check_rejects_round_to_nearest(dtype):
     with pytest.raises(AssertionError, match="means off"):  # toward zero: the lower neighbour
         assert_unbiased(lambda v, r: ROUNDERS[dtype](v, torch.full_like(r, 0xFF)), dtype, x,
                         seed=13)
+
+
+# ---------------------------------------------------------------------------------- quantize
+import hashlib  # noqa: E402
+
+from fusedopt.reference.quantize import (BLOCK, dequantize_blockwise, dynamic_code,  # noqa: E402
+                                         max_gap, midpoints, quantize_blockwise)
+
+# bitsandbytes 0.50.2, functional.create_dynamic_map(signed=True / False) under torch 2.13
+# (run in this repository's venv from the downloaded wheel while writing these tests): the
+# sha256 of the 256 fp32 values' bytes, and the bit patterns of a few entries.
+BNB_SHA256 = {True: "e732639a65f497b4ad684bb166a4467708255edd5207757de8b8f0c7e1fda89c",
+              False: "305f002cc11278fb769d13b25b9fd0c7c83c8402c40a878fe086f4039fde6398"}
+BNB_ENTRIES = {  # index -> fp32 bit pattern
+    True: {0: 0xBF7E3333, 1: 0xBF7A999A, 127: 0x0, 128: 0x3513A3B7, 129: 0x365A1A94,
+           200: 0x3E6F3333, 254: 0x3F7E3333, 255: 0x3F800000},
+    False: {0: 0x0, 1: 0x34AE7BAA, 127: 0x3DD40000, 128: 0x3DE26666, 129: 0x3DF0CCCD,
+            200: 0x3F1DE666, 254: 0x3F7F199A, 255: 0x3F800000},
+}
+SIGNS = [True, False]
+
+
+def fp32_bits(t: torch.Tensor) -> list[int]:
+    return [v & 0xFFFFFFFF for v in t.view(torch.int32).tolist()]
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_dynamic_code_is_bitsandbytes_table(signed):
+    code = dynamic_code(signed)
+    assert code.dtype == torch.float32 and code.shape == (256,)
+    assert {i: fp32_bits(code[i:i + 1])[0] for i in BNB_ENTRIES[signed]} == BNB_ENTRIES[signed]
+    assert hashlib.sha256(code.numpy().tobytes()).hexdigest() == BNB_SHA256[signed]
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_dynamic_code_structure(signed):
+    """Sorted, strictly increasing, 0 and 1 in it, and decade k = 0..6 holding the n_k
+    midpoints of [0.1, 1] 10^(k-6) cut in n_k equal parts (n_k = 2^k signed, 2^(k+1)
+    unsigned), each within an fp32 rounding or two of the exact rational value."""
+    code = dynamic_code(signed)
+    assert bool((code[1:] > code[:-1]).all())
+    assert 0.0 in code.tolist() and code.max() == 1.0
+    assert float(code.min()) == (-0.9929687380790710 if signed else 0.0)
+    pos = code[code > 0][:-1].double()  # without the 1
+    neg = code[code < 0].double()
+    assert neg.numel() == (127 if signed else 0)
+    if signed:
+        assert torch.equal(torch.sort(-neg).values, pos)
+    exact = []
+    for k in range(7):
+        n = 2 ** (k + (0 if signed else 1))
+        exact += [Fraction(10) ** (k - 6) * (Fraction(1, 10) + Fraction(9, 10) * Fraction(2 * j + 1, 2 * n))
+                  for j in range(n)]
+    exact = torch.tensor([float(e) for e in sorted(exact)], dtype=torch.float64)
+    assert pos.shape == exact.shape
+    assert bool(((pos - exact).abs() <= 4 * 2.0**-24 * exact).all())
+
+
+def assert_quantizer_budget(x: torch.Tensor, decoded: torch.Tensor, absmax: torch.Tensor,
+                            code: torch.Tensor, block: int = BLOCK) -> None:
+    """Per element: |decoded - x| <= (max_gap / 2 + 2^-22) * absmax of its block (the
+    budget of fusedopt.reference.quantize and docs/numerics.md)."""
+    scale = absmax.double().repeat_interleave(block)[:x.numel()]
+    bound = (max_gap(code) / 2 + 2.0**-22) * scale
+    err = (decoded.double() - x.double()).abs()
+    bad = err > bound
+    assert not bool(bad.any()), (f"{int(bad.sum())} elements over the quantizer budget, worst "
+                                 f"{float((err / bound).max()):.3f} x")
+
+
+def moment_like(n: int, signed: bool, seed: int) -> torch.Tensor:
+    """Values spread over many decades, with per-block outliers and scales, as Adam's moments
+    are: normal times 10^U(-6, 1), squared for the unsigned case."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * 10 ** (7 * torch.rand(n, generator=g) - 6)
+    x[torch.randint(0, n, (n // 100 + 1,), generator=g)] *= 50
+    return x if signed else x * x
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize("n", [1, 255, 256, 3 * 256 + 17, 20000])
+def test_round_trip_within_the_quantizer_budget(signed, n):
+    code = dynamic_code(signed)
+    x = moment_like(n, signed, seed=n)
+    q, absmax = quantize_blockwise(x, code)
+    assert q.dtype == torch.uint8 and q.shape == (n,)
+    assert absmax.dtype == torch.float32 and absmax.shape == (-(-n // BLOCK),)
+    # every block's scale is its own largest magnitude, the short last block's included
+    for b in range(absmax.numel()):
+        assert absmax[b] == x[b * BLOCK:(b + 1) * BLOCK].abs().max()
+    decoded = dequantize_blockwise(q, absmax, code)
+    assert_quantizer_budget(x, decoded, absmax, code)
+    # the budget is not loose: some element uses a fair share of it
+    scale = absmax.double().repeat_interleave(BLOCK)[:n]
+    if n >= 256:
+        assert float(((decoded.double() - x.double()).abs() / scale).max()) > max_gap(code) / 8
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_quantizer_budget_rejects_wrong_scales_and_rounding(signed):
+    code = dynamic_code(signed)
+    x = moment_like(4096, signed, seed=3)
+    q, absmax = quantize_blockwise(x, code)
+    gap = max_gap(code)
+    mutants = {
+        "scale off by the largest gap": dequantize_blockwise(q, absmax * (1 + gap), code),
+        "neighbouring block's scale": dequantize_blockwise(q, absmax.roll(1), code),
+        "rounded toward zero": dequantize_blockwise(
+            torch.where(code[q.long()].abs() > (x / absmax.repeat_interleave(BLOCK)).abs(),
+                        q.long() - torch.sign(code[q.long()]).long(), q.long()).to(torch.uint8),
+            absmax, code),
+    }
+    for name, decoded in mutants.items():
+        with pytest.raises(AssertionError, match="over the quantizer budget"):
+            assert_quantizer_budget(x, decoded, absmax, code)
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_quantize_picks_the_nearest_code(signed):
+    """The index is the nearest code value to s = x / absmax (up to the fp32 rounding of the
+    midpoint, 2^-25), ties to the lower index."""
+    code = dynamic_code(signed)
+    x = moment_like(50000, signed, seed=4)
+    q, absmax = quantize_blockwise(x, code)
+    s = (x / absmax.repeat_interleave(BLOCK)[:x.numel()]).double()
+    c = code.double()
+    i = q.long()
+    d = (c[i] - s).abs()
+    for other in (torch.clamp(i - 1, min=0), torch.clamp(i + 1, max=255)):
+        assert bool((d <= (c[other] - s).abs() + 2.0**-25).all())
+    # a value exactly on a midpoint goes to the lower index
+    mids = midpoints(code)
+    for j in (0, 100, 127, 200, 254):
+        block = torch.cat([torch.ones(1), mids[j:j + 1]])  # absmax 1: s is the midpoint itself
+        assert quantize_blockwise(block, code)[0][1] == j
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_code_values_round_trip_exactly(signed):
+    """x = code value * a power of two is decoded bit for bit, in any order, short blocks too."""
+    code = dynamic_code(signed)
+    g = torch.Generator().manual_seed(5)
+    for scale in (2.0**-7, 1.0, 2.0**40):
+        perm = torch.randperm(256, generator=g)
+        x = torch.cat([code[perm], code[torch.randperm(256, generator=g)[:40]]]) * scale
+        x[290] = scale  # the short last block holds its scale too
+        q, absmax = quantize_blockwise(x, code)
+        assert absmax.tolist() == [scale, scale]
+        assert torch.equal(dequantize_blockwise(q, absmax, code).view(torch.int32),
+                           x.view(torch.int32))
+        assert torch.equal(code[q.long()], x / scale)
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_zero_blocks_and_zeros(signed):
+    code = dynamic_code(signed)
+    x = torch.zeros(3 * BLOCK + 5)
+    x[BLOCK:2 * BLOCK] = moment_like(BLOCK, signed, seed=6)
+    x[BLOCK + 7] = 0.0
+    q, absmax = quantize_blockwise(x, code)
+    assert absmax[0] == 0 and absmax[2] == 0 and absmax[3] == 0 and absmax[1] > 0
+    decoded = dequantize_blockwise(q, absmax, code)
+    zero = x == 0
+    assert fp32_bits(decoded[zero]) == [0] * int(zero.sum())  # +0.0, never NaN
+    assert torch.equal(q[zero], torch.full((int(zero.sum()),), 127 if signed else 0,
+                                           dtype=torch.uint8))
+    e, a = quantize_blockwise(torch.zeros(0), code)
+    assert e.shape == (0,) and a.shape == (0,)
+    assert dequantize_blockwise(e, a, code).shape == (0,)
+
+
+def test_signed_and_unsigned_codes():
+    """Negative values: the signed code keeps them (its largest negative is -0.99297, so -absmax
+    costs 0.00703 absmax, within the budget); the unsigned code sends them to 0. Non-negative
+    data: the unsigned code, twice as fine, halves the worst error."""
+    s, u = dynamic_code(True), dynamic_code(False)
+    assert max_gap(u) < 0.51 * max_gap(s)
+    x = torch.tensor([-2.0, -1.0, 0.5, 2.0])
+    q, a = quantize_blockwise(x, s)
+    got = dequantize_blockwise(q, a, s)
+    assert got[0] == -0.9929687380790710 * 2 and got[3] == 2.0
+    qu, au = quantize_blockwise(x, u)
+    assert dequantize_blockwise(qu, au, u)[:2].tolist() == [0.0, 0.0]
+    v = moment_like(8192, False, seed=7)
+    errs = {}
+    for name, code in (("signed", s), ("unsigned", u)):
+        q, a = quantize_blockwise(v, code)
+        errs[name] = float(((dequantize_blockwise(q, a, code) - v).abs()
+                            / a.repeat_interleave(BLOCK)).max())
+    assert errs["unsigned"] < 0.6 * errs["signed"]
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_non_finite_poisons_its_block_only(signed):
+    code = dynamic_code(signed)
+    x = moment_like(3 * BLOCK, signed, seed=8)
+    x[10] = float("nan")
+    x[BLOCK + 3] = float("inf")
+    q, absmax = quantize_blockwise(x, code)
+    assert torch.isnan(absmax[0]) and torch.isinf(absmax[1]) and torch.isfinite(absmax[2])
+    decoded = dequantize_blockwise(q, absmax, code)
+    assert bool(torch.isnan(decoded[:2 * BLOCK]).all())
+    assert_quantizer_budget(x[2 * BLOCK:], decoded[2 * BLOCK:], absmax[2:], code)
+
+
+# Relative precision by decade of |x| / absmax (docs/numerics.md's table): the worst relative
+# error of a round trip for values in [10^-(d+1), 10^-d] of their block's absmax.
+RELATIVE_BY_DECADE = {True: [0.062, 0.11, 0.181, 0.276], False: [0.033, 0.062, 0.11, 0.181]}
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_relative_precision_by_decade(signed):
+    code = dynamic_code(signed)
+    s = torch.logspace(-4, 0, 255 * 800, dtype=torch.float64).float().reshape(800, 255)
+    x = torch.cat([torch.ones(800, 1), s], dim=1).reshape(-1)  # every block's absmax is 1
+    q, absmax = quantize_blockwise(x, code)
+    assert bool((absmax == 1).all())
+    rel = ((dequantize_blockwise(q, absmax, code) - x).abs() / x).double()
+    for d, claimed in enumerate(RELATIVE_BY_DECADE[signed]):
+        sel = (x >= 10.0 ** -(d + 1)) & (x <= 10.0 ** -d)
+        worst = float(rel[sel].max())
+        assert worst <= claimed, (d, worst)
+        assert worst > 0.9 * claimed, (d, worst)  # the stated figure is tight
+
+
+def test_quantize_validation():
+    code = dynamic_code(True)
+    with pytest.raises(TypeError):
+        quantize_blockwise(torch.zeros(4, dtype=torch.float64), code)
+    with pytest.raises(TypeError):
+        quantize_blockwise(torch.zeros(2, 2), code)
+    with pytest.raises(ValueError):
+        quantize_blockwise(torch.zeros(4), code[:128])
+    with pytest.raises(ValueError):
+        quantize_blockwise(torch.zeros(4), code, block=0)
+    q, a = quantize_blockwise(torch.ones(300), code)
+    with pytest.raises(ValueError):
+        dequantize_blockwise(q, a[:1], code)
+    with pytest.raises(TypeError):
+        dequantize_blockwise(q.to(torch.int32), a, code)
