@@ -56,7 +56,6 @@ KEY_A = 0x9E3779B9
 KEY_B = 0xBB67AE85
 
 
-
 def _mulhilo32(m: int, c: Tensor) -> tuple[Tensor, Tensor]:
     """The high and low 32 bits of ``m * c`` for a 32-bit constant ``m`` and an int64 tensor
     ``c`` of values in [0, 2^32), without overflowing int64.
@@ -72,8 +71,9 @@ def _mulhilo32(m: int, c: Tensor) -> tuple[Tensor, Tensor]:
 def _word(c: int | Tensor, device: torch.device | None) -> Tensor:
     """A counter word as an int64 tensor taken modulo 2^32 (so an int32 tensor holding a
     bitcast uint32 gives the same word, as Triton's bitcast does)."""
-    return torch.as_tensor(c, dtype=torch.int64, device=device) & MASK32 if isinstance(c, int) \
-        else c.to(torch.int64) & MASK32
+    if isinstance(c, Tensor):
+        return c.to(torch.int64) & MASK32
+    return torch.as_tensor(c, dtype=torch.int64, device=device) & MASK32
 
 
 def split_seed(seed: int | Tensor) -> tuple[int | Tensor, int | Tensor]:
@@ -127,12 +127,12 @@ def element_randoms(seed: int | Tensor, pid: int, step: int | Tensor, numel: int
         raise ValueError(f"fusedopt: the param index must be an int in [0, 2^32), got {pid!r}")
     if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
         raise ValueError(f"fusedopt: numel must be a non-negative int, got {numel!r}")
-    if device is None:
-        device = next((t.device for t in (seed, step) if isinstance(t, Tensor)), None)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"fusedopt: offset must be a non-negative int, got {offset!r}")
     if offset + numel > 2**63 - 1:
         raise ValueError("fusedopt: element indices must stay below 2^63")
+    if device is None:
+        device = next((t.device for t in (seed, step) if isinstance(t, Tensor)), None)
     i = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
     if isinstance(step, Tensor):
         step = step.to(device=i.device, dtype=torch.int64).reshape(())
