@@ -11,13 +11,20 @@ that one test in a child process that can (tests/interpreted.py).
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import random
+from fractions import Fraction
 
 import pytest
 import torch
 
 from fusedopt.backends import triton_backend
+from fusedopt.reference.adam_family import lerp
 from fusedopt.reference.philox import _mulhilo32, element_randoms, philox4x32
+from fusedopt.reference.quantize import (BLOCK, dequantize_blockwise, dynamic_code, max_gap,
+                                         midpoints, quantize_blockwise)
+from fusedopt.reference.rounding import stochastic_round_bf16, stochastic_round_fp16
 
 from interpreted import assert_interpreted_run_passes
 
@@ -166,10 +173,6 @@ def test_philox_matches_triton_in_child():
 
 
 # ---------------------------------------------------------------------------------- rounding
-from fractions import Fraction  # noqa: E402
-import math  # noqa: E402
-
-from fusedopt.reference.rounding import stochastic_round_bf16, stochastic_round_fp16  # noqa: E402
 
 ROUNDERS = {torch.bfloat16: stochastic_round_bf16, torch.float16: stochastic_round_fp16}
 # (mantissa bits, smallest normal exponent, largest finite value) of each target format
@@ -255,8 +258,7 @@ def test_stochastic_rounding_returns_a_neighbour(dtype):
         got = ROUNDERS[dtype](x, r)
         exact = x.to(dtype).float() == x
         assert torch.equal(got.float()[exact], x[exact])
-        # the other neighbour, one step from the result toward x, lies beyond x (or is x's
-        # other side): x is strictly inside (got, toward) or got = x
+        # one step from the result toward x passes x: the result is adjacent to x
         toward = torch.nextafter(got, torch.where(got.float() < x, torch.inf, -torch.inf).to(dtype))
         g64, t64, x64 = got.double(), toward.double(), x.double()
         inside = ((g64 < x64) & (x64 < t64)) | ((t64 < x64) & (x64 < g64))
@@ -383,10 +385,6 @@ def test_unbiasedness_check_rejects_round_to_nearest(dtype):
 
 
 # ---------------------------------------------------------------------------------- quantize
-import hashlib  # noqa: E402
-
-from fusedopt.reference.quantize import (BLOCK, dequantize_blockwise, dynamic_code,  # noqa: E402
-                                         max_gap, midpoints, quantize_blockwise)
 
 # bitsandbytes 0.50.2, functional.create_dynamic_map(signed=True / False) under torch 2.13
 # (run in this repository's venv from the downloaded wheel while writing these tests): the
@@ -629,8 +627,6 @@ def test_adam_moment_budgets():
     the fp32 value it was quantized from. Against moments kept in fp32 all along, the errors
     of past steps decay with the EMA: at most the per-step budget / (1 - beta) (checked here
     for m; for v, 1 / (1 - beta2) = 1000 makes that bound loose)."""
-    from fusedopt.reference.adam_family import lerp
-
     sc, uc = dynamic_code(True), dynamic_code(False)
     m_budget, v_budget = 0.00704, 0.00352
     assert max_gap(sc) / 2 + 2.0**-22 <= m_budget and max_gap(uc) / 2 + 2.0**-22 <= v_budget
