@@ -70,3 +70,18 @@ def test_host_mode_rejects_bad_arguments(capsys):
         host.main(["--scenarios", "nope", "--no-write"])
     with pytest.raises(SystemExit):
         host.main(["--repeats", "0", "--no-write"])
+
+
+def test_fsdp_variant_has_every_row(restore_threads):
+    """The FSDP2 rows (2 gloo processes): one per contender, finite, ratios to torch's."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed missing")
+    rows = host.run_fsdp(1000, BACKEND, steps=1, repeats=1, warmup=1)
+    assert [(r.contender, r.scenario) for r in rows] == [
+        (name, "fsdp reassigned+clip" if clip else "fsdp reassigned")
+        for name, clip in host.FSDP_CONTENDERS]
+    for r in rows:
+        assert len(r.samples_us) == 1 and r.samples_us[0] > 0 and r.best_step_us > 0, r
+        assert math.isfinite(r.ratio_to_torch_fused), r
+    assert rows[-1].ratio_to_torch_fused == 1.0

@@ -31,9 +31,10 @@ same workload and scenario; the fastest single step and its ratio are printed to
 machine the least disturbed measure).
 
 ``--fsdp`` adds the FSDP2 variant (optional; 2 processes, gloo, ``fully_shard``): fusedopt
-on the DTensor params vs the same optimizer on plain copies of this rank's local shards vs
-torch AdamW(fused=True) + ``clip_grad_norm_`` on the DTensors (all with clipping by 1.0 and
-grads re-assigned every step), timed on rank 0.
+on the DTensor params vs the same optimizer on plain copies of this rank's local shards, with
+clipping by 1.0 (the global norm's all-reduce included) and without (what the DTensors cost
+besides it), vs torch AdamW(fused=True) + ``clip_grad_norm_`` on the DTensors; grads
+re-assigned every step, timed on rank 0.
 
 The module imports fusedopt only by absolute name, so a copy of it times any fusedopt on
 ``sys.path``, e.g. an older checkout:
@@ -334,8 +335,11 @@ def _ratios(rows: list[Row]) -> None:
 # ---------------------------------------------------------------------------------------------
 # FSDP2 variant (optional)
 
-FSDP_CONTENDERS = ("fusedopt (DTensor)", "fusedopt (local shards)",
-                   "torch.fused + clip_grad_norm_ (DTensor)")
+#: (contender, clip by the global norm?); the torch row, last, is every ratio's base. The
+#: no-clip pair shows what the DTensor params cost beyond the norm's all-reduce.
+FSDP_CONTENDERS = (("fusedopt (DTensor)", True), ("fusedopt (local shards)", True),
+                   ("fusedopt (DTensor)", False), ("fusedopt (local shards)", False),
+                   ("torch.fused + clip_grad_norm_ (DTensor)", True))
 
 
 def _fsdp_worker(rank: int, port: int, cfg: dict, out_file: str) -> None:
@@ -349,7 +353,7 @@ def _fsdp_worker(rank: int, port: int, cfg: dict, out_file: str) -> None:
         w = host_workloads(cfg["max_params"], 0)[0]
         base_params, base_grads = _tensors(w, cfg["seed"])
         runners, whats = [], []
-        for name in FSDP_CONTENDERS:
+        for name, clip in FSDP_CONTENDERS:
             module = torch.nn.Module()
             module.ps = torch.nn.ParameterList([torch.nn.Parameter(p.clone())
                                                 for p in base_params])
@@ -371,9 +375,9 @@ def _fsdp_worker(rank: int, port: int, cfg: dict, out_file: str) -> None:
                 params, grads = dparams, dgrads
             if name.startswith("fusedopt"):
                 opt = fusedopt.AdamW(params, lr=LR, weight_decay=WD, backend=cfg["backend"],
-                                     max_grad_norm=MAX_NORM)
+                                     max_grad_norm=MAX_NORM if clip else None)
                 step, what = opt.step, (f"fusedopt.AdamW(backend={cfg['backend']!r}, "
-                                        f"max_grad_norm={MAX_NORM}).step")
+                                        f"max_grad_norm={MAX_NORM if clip else None}).step")
             else:
                 opt = torch.optim.AdamW(params, lr=LR, weight_decay=WD, fused=True)
 
@@ -415,9 +419,9 @@ def run_fsdp(max_params: int, backend: str, steps: int, repeats: int, warmup: in
         mp.spawn(_fsdp_worker, args=(port, cfg, out_file), nprocs=FSDP_WORLD, join=True)
         res = json.loads(Path(out_file).read_text())
     rows = []
-    for name, what, samples in zip(FSDP_CONTENDERS, res["whats"], res["samples"]):
+    for (name, clip), what, samples in zip(FSDP_CONTENDERS, res["whats"], res["samples"]):
         rows.append(Row(f"fsdp2x{FSDP_WORLD} {res['workload']}", res["tensors"], res["params"],
-                        "fsdp reassigned+clip", name, what))
+                        "fsdp reassigned+clip" if clip else "fsdp reassigned", name, what))
         for mean_us, best_us in samples:
             rows[-1].add(mean_us, best_us)
     base = rows[-1]
