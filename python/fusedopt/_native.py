@@ -254,6 +254,22 @@ class _PlanGradList:
     epoch: int
 
 
+def _checked_grad_list(grads: list[Tensor], sig: tuple, chunk_size: int | None
+                       ) -> tuple[Any, list[int], list[int]]:
+    """A new :class:`_C.GradList` of ``grads`` (their :func:`signature` ``sig``) after
+    :func:`check_grad_list`, with the element counts and dtype codes it was built from."""
+    ptrs, numel, dtypes, _ = sig
+    check_grad_list(grads, dtypes, "cpu")
+    codes = [DTYPE_CODES[d] for d in dtypes]
+    return _new_grad_list(list(numel), list(ptrs), codes, chunk_size), list(numel), codes
+
+
+def _new_grad_list(numel: list[int], ptrs: list[int], codes: list[int],
+                   chunk_size: int | None) -> Any:
+    kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+    return native().GradList(numel, ptrs, codes, **kwargs)
+
+
 def grad_list(grads: list[Tensor], chunk_size: int | None = None):
     """The :class:`_C.GradList` of ``grads`` (any mix of fp32/bf16/fp16/fp64), cached by the
     grads' :func:`signature`; for the step plan's :class:`PlanGrads`, in their ``cache`` and
@@ -262,25 +278,17 @@ def grad_list(grads: list[Tensor], chunk_size: int | None = None):
         key = ("cpu", chunk_size)
         entry = grads.cache.get(key)
         if entry is None:
-            table = grad_list(list(grads), chunk_size)
-            ptrs, numel, dtypes, _ = signature(grads)
-            entry = grads.cache[key] = _PlanGradList(
-                table, list(numel), [DTYPE_CODES[d] for d in dtypes], grads.epoch)
+            table, numel, codes = _checked_grad_list(grads, signature(grads), chunk_size)
+            entry = grads.cache[key] = _PlanGradList(table, numel, codes, grads.epoch)
         elif entry.epoch != grads.epoch:
-            kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
-            entry.table = native().GradList(entry.numel, grads.ptrs, entry.codes, **kwargs)
+            entry.table = _new_grad_list(entry.numel, grads.ptrs, entry.codes, chunk_size)
             entry.epoch = grads.epoch
         return entry.table
-    sig = signature(grads)
-    key = (sig, chunk_size)
+    key = (signature(grads), chunk_size)
     found = _GRAD_LISTS.get(key)
     if found is not None:
         return found
-    ptrs, numel, dtypes, _ = sig
-    check_grad_list(grads, dtypes, "cpu")
-    kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
-    found = native().GradList(list(numel), list(ptrs), [DTYPE_CODES[d] for d in dtypes],
-                              **kwargs)
+    found, _, _ = _checked_grad_list(grads, key[0], chunk_size)
     if len(_GRAD_LISTS) >= _GRAD_LISTS_MAX:
         _GRAD_LISTS.pop(next(iter(_GRAD_LISTS)))
     _GRAD_LISTS[key] = found

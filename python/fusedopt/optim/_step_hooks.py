@@ -26,7 +26,7 @@ _is_grad_enabled = torch.is_grad_enabled
 _is_compiling = torch.compiler.is_compiling
 
 
-def _run(func: Callable, self: Any, args: tuple, kwargs: dict) -> Any:
+def _run(func: Callable, self: Any, args: tuple, kwargs: dict, compiling: bool) -> Any:
     pre = _torch_optimizer._global_optimizer_pre_hooks
     if pre or self._optimizer_step_pre_hooks:
         for hook in chain(pre.values(), self._optimizer_step_pre_hooks.values()):
@@ -37,7 +37,7 @@ def _run(func: Callable, self: Any, args: tuple, kwargs: dict) -> Any:
                 else:
                     raise RuntimeError(f"{func} must return None or a tuple of (new_args, "
                                        f"new_kwargs), but got {result}.")
-    if _is_compiling():  # what dynamo traces: the context manager it knows
+    if compiling:  # what dynamo traces: the context manager it knows
         with torch.no_grad():
             out = func(self, *args, **kwargs)
     else:
@@ -63,11 +63,12 @@ def hooked_step(func: Callable) -> Callable:
     def step(self: Any, *args: Any, **kwargs: Any) -> Any:
         # under torch.compile the range is traced as torch's wrapper traces it (dynamo
         # cannot trace the profiler query, a bool from C)
-        if _is_compiling() or _profiler_enabled():
+        compiling = _is_compiling()
+        if compiling or _profiler_enabled():
             name = f"Optimizer.step#{self.__class__.__name__}.step"
             with torch.autograd.profiler.record_function(name):
-                return _run(func, self, args, kwargs)
-        return _run(func, self, args, kwargs)
+                return _run(func, self, args, kwargs, compiling)
+        return _run(func, self, args, kwargs, False)
 
     step.hooked = True  # type: ignore[attr-defined]  # torch's marker: do not wrap again
     return step
